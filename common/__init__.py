@@ -1,0 +1,1 @@
+"""Pieces shared by every dataset folder: config, mixture maths, metrics, I/O."""

@@ -1,0 +1,110 @@
+"""Config handling: a dataset's config is a plain nested dict; the command line overrides it.
+
+    python dsprites/train.py train.epochs=5 model.z_dim=10 data.path=/data/dsprites.npz
+
+Every override must name an existing key (dotted path) and parse to the type of the default
+value. Mistakes raise UserError naming the key and, for typos, the nearest valid key.
+"""
+
+import copy
+import difflib
+import json
+
+from common.errors import UserError
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}. Lists are leaves."""
+    flat = {}
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _nearest(key: str, candidates) -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.0)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def parse_value(key: str, text: str, default):
+    """Parse command-line text to the type of `default` (bool, int, float, str, list, dict)."""
+    expected = type(default).__name__
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise UserError(f"config key '{key}' expects a bool (true/false), got '{text}'")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise UserError(f"config key '{key}' expects an int, got '{text}'") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise UserError(f"config key '{key}' expects a float, got '{text}'") from None
+    if isinstance(default, str):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise UserError(
+            f"config key '{key}' expects a {expected} written as JSON (e.g. [1, 2]), got '{text}'"
+        ) from None
+    if not isinstance(value, type(default)):
+        raise UserError(f"config key '{key}' expects a {expected}, got '{text}'")
+    return value
+
+
+def _set(cfg: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
+def apply_overrides(defaults: dict, overrides: list[str]) -> dict:
+    """Return a copy of `defaults` with each 'dotted.key=value' override applied and type-checked."""
+    cfg = copy.deepcopy(defaults)
+    valid = flatten(defaults)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(
+                f"cannot read override '{item}': write it as key=value, e.g. train.epochs=5"
+            )
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key not in valid:
+            raise UserError(f"unknown config key '{key}'{_nearest(key, valid)}")
+        _set(cfg, key, parse_value(key, text, valid[key]))
+    return cfg
+
+
+def check_types(cfg: dict, defaults: dict) -> None:
+    """Check that a (possibly hand-edited) config has the keys and types of the defaults."""
+    flat, valid = flatten(cfg), flatten(defaults)
+    for key in flat:
+        if key not in valid:
+            raise UserError(f"unknown config key '{key}'{_nearest(key, valid)}")
+    for key, default in valid.items():
+        if key not in flat:
+            raise UserError(f"config is missing key '{key}'")
+        value = flat[key]
+        ok = isinstance(value, type(default))
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, bool):
+            ok = False
+        if not ok:
+            raise UserError(
+                f"config key '{key}' expects a {type(default).__name__}, "
+                f"got {type(value).__name__} {value!r}"
+            )

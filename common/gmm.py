@@ -1,0 +1,105 @@
+"""Gaussian-mixture maths, batched over samples and components.
+
+A mixture with K components in D dimensions is given by `means` (K, D) and lower-triangular
+Cholesky factors `chol` (K, D, D) of the covariances (Sigma_k = L_k L_k^T); weights are uniform,
+one component per entity. Nothing here loops over samples in Python.
+"""
+
+import math
+
+import torch
+from scipy.stats import chi2
+
+from common.errors import UserError
+
+
+def chi2_threshold(q: float, dim: int) -> float:
+    """Squared-Mahalanobis radius holding a fraction q of a D-dim Gaussian (inf for q = 1)."""
+    if not 0.0 < q <= 1.0:
+        raise UserError(f"confidence q must be in (0, 1], got {q}")
+    return math.inf if q >= 1.0 else float(chi2.ppf(q, dim))
+
+
+def sample(means, chol, components, generator=None):
+    """One sample per entry of `components` (N,) long -> (N, D), differentiable in means/chol."""
+    eps = torch.randn(
+        components.shape[0], means.shape[1], 1,
+        device=means.device, dtype=means.dtype, generator=generator,
+    )
+    return means[components] + (chol[components] @ eps).squeeze(-1)
+
+
+def mahalanobis_sq(z, means, chol, chunk: int = 8192):
+    """Squared Mahalanobis distance of every code to every component: (N, D) -> (N, K)."""
+    eye = torch.eye(means.shape[1], device=means.device, dtype=means.dtype)
+    chol_inv = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False)  # (K, D, D)
+    out = []
+    for part in z.split(chunk):
+        diff = part[:, None, :] - means[None]  # (n, K, D)
+        white = torch.einsum("kij,nkj->nki", chol_inv, diff)
+        out.append(white.pow(2).sum(-1))
+    return torch.cat(out) if out else z.new_zeros(0, means.shape[0])
+
+
+def log_det(chol):
+    """log |Sigma_k| for each component: (K,)."""
+    return 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
+
+
+def component_log_prob(z, means, chol):
+    """log N(z | mu_k, Sigma_k) for every code and component: (N, D) -> (N, K)."""
+    dim = means.shape[1]
+    return -0.5 * (mahalanobis_sq(z, means, chol) + log_det(chol)[None] + dim * math.log(2 * math.pi))
+
+
+def mixture_log_prob(z, means, chol):
+    """log density of the uniform mixture: (N, D) -> (N,)."""
+    return torch.logsumexp(component_log_prob(z, means, chol), dim=1) - math.log(means.shape[0])
+
+
+def classify(z, means, chol, q: float):
+    """Most likely component of each code, and whether it lies inside that component's q-ellipsoid.
+
+    Returns (component (N,) long, accepted (N,) bool). A code is accepted when its squared
+    Mahalanobis distance to its assigned component is at most chi2_D(q), so q means the same at
+    every latent size and scale.
+    """
+    maha = mahalanobis_sq(z, means, chol)
+    logp = -0.5 * (maha + log_det(chol)[None])
+    component = logp.argmax(dim=1)
+    assigned = maha.gather(1, component[:, None]).squeeze(1)
+    return component, assigned <= chi2_threshold(q, means.shape[1])
+
+
+def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: float = 0.1):
+    """Mean and scaled, regularised covariance of the codes of each component.
+
+    z (N, D), labels (N,) in [0, K). Sigma_k = cov_scale * ((1 - s) S_k + s * tr(S_k)/D * I):
+    shrinking towards a scaled identity keeps Sigma_k positive definite even with fewer labelled
+    codes than dimensions. Returns (means (K, D), chol (K, D, D)).
+    """
+    counts = torch.bincount(labels, minlength=num_components)
+    if (counts < 2).any():
+        missing = torch.nonzero(counts < 2).flatten().tolist()
+        raise UserError(
+            f"components {missing[:5]} have fewer than 2 labelled codes; "
+            "raise data.labelled_per_entity"
+        )
+    dim = z.shape[1]
+    onehot = torch.nn.functional.one_hot(labels, num_components).to(z.dtype)  # (N, K)
+    means = (onehot.T @ z) / counts[:, None]
+    diff = z[:, None, :] - means[None]  # (N, K, D)
+    weighted = diff * onehot[:, :, None]
+    cov = torch.einsum("nki,nkj->kij", weighted, diff) / (counts[:, None, None] - 1)
+    trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
+    eye = torch.eye(dim, device=z.device, dtype=z.dtype)
+    cov = (1 - shrinkage) * cov + shrinkage * (trace / dim)[:, None, None] * eye
+    cov = cov_scale * cov + 1e-6 * eye
+    return means, torch.linalg.cholesky(cov)
+
+
+def min_pairwise_mahalanobis(means, chol) -> float:
+    """Smallest Mahalanobis distance from any component's mean to another's (collapse guard)."""
+    maha = mahalanobis_sq(means, means, chol)  # [i, k]: mean i under component k
+    maha.fill_diagonal_(math.inf)
+    return float(maha.min().sqrt())

@@ -1,0 +1,100 @@
+"""Plotting helpers shared by every dataset: image grids, curves, latent scatter, accuracy vs q.
+
+Every function writes one PNG and closes its figure (safe for long runs and headless machines).
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def image_grid(images, path, row_labels=None, col_labels=None, title=None, cell=1.0):
+    """images: (R, C, H, W) grey in [0, 1] or (R, C, H, W, 3) RGB -> one PNG grid."""
+    images = np.asarray(images)
+    rows, cols = images.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 1.2, cell * rows + 0.6),
+                             squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(images[r, c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row_labels is not None and c == 0:
+                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
+            if col_labels is not None and r == 0:
+                ax.set_title(col_labels[c], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def curves(rows: list[dict], groups: dict, path, x_key="epoch"):
+    """One panel per group {panel title: [column names]} of a metrics CSV (list of dicts)."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], groups.items()):
+        for key in keys:
+            points = [(float(r[x_key]), float(r[key])) for r in rows if r.get(key) not in ("", None)]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="." if len(points) < 30 else None, label=key.split("/")[-1])
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(x_key)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def pca_2d(z: np.ndarray, extra: np.ndarray | None = None):
+    """Project codes (and optionally extra points) on the codes' first two principal axes."""
+    mean = z.mean(0)
+    _, _, vt = np.linalg.svd(z - mean, full_matrices=False)
+    axes = vt[:2].T
+    proj = (z - mean) @ axes
+    return proj, None if extra is None else (extra - mean) @ axes
+
+
+def latent_scatter(z, labels, means, path, title="", names=None):
+    """Codes projected to 2-D, coloured by entity, with component means marked."""
+    proj, mean_proj = pca_2d(np.asarray(z), np.asarray(means))
+    num = len(means)
+    cmap = plt.get_cmap("gist_ncar", num + 1)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ax.scatter(proj[:, 0], proj[:, 1], c=labels, cmap=cmap, vmin=0, vmax=num, s=4, alpha=0.6)
+    ax.scatter(mean_proj[:, 0], mean_proj[:, 1], c=np.arange(num), cmap=cmap, vmin=0, vmax=num,
+               marker="X", s=70, edgecolors="black", linewidths=0.8)
+    if names is not None:
+        for k, (x, y) in enumerate(mean_proj):
+            ax.annotate(names[k], (x, y), fontsize=5, alpha=0.8)
+    ax.set_title(title or "latent codes (PCA), coloured by entity; X = component means",
+                 fontsize=9)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def accuracy_vs_q(results: dict, qs, path, split="test"):
+    """Clustering accuracy and acceptance against the confidence q."""
+    acc = [results[f"{split}/cluster_acc@{q}"] for q in qs]
+    accept = [results[f"{split}/cluster_accept@{q}"] for q in qs]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    positions = np.arange(len(qs))
+    ax.plot(positions, acc, marker="o", label="accuracy among accepted")
+    ax.plot(positions, accept, marker="s", label="acceptance")
+    ax.set_xticks(positions, [str(q) for q in qs])
+    ax.set_xlabel("confidence q (chi-square quantile)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"clustering on the {split} split", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
