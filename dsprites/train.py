@@ -1,0 +1,437 @@
+"""Weak disentanglement on dSprites: train, resume or re-evaluate a run.
+
+    python dsprites/train.py [key=value ...]      # new run; overrides as in config.py
+    python dsprites/train.py --preset paper       # paper-scale preset (GPU)
+    python dsprites/train.py --resume RUN_DIR     # continue a stopped run
+    python dsprites/train.py --evaluate RUN_DIR   # recompute metrics and pictures of a run
+
+Three phases (METHOD.md): warm-up (plain adversarial autoencoder), adaptive prior init (one
+Gaussian component per entity, fitted to the encoded labelled set), relational phase
+(reconstruction + label-conditioned adversarial game against the mixture + ReL).
+The last line printed is the run folder.
+"""
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from tqdm import tqdm
+
+from common import config as configlib
+from common import metrics, runtime
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.data import batches
+from common.errors import UserError
+from common.runlog import RunFolder
+from dsprites import log, loss
+from dsprites.config import CONFIG, PRESETS, validate
+from dsprites.dataset import Data, augment, load_data
+from dsprites.model import AbsAE, ReL
+from dsprites.prior import MixturePrior, sample_warmup
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = "dsprites"
+
+
+class TrainingDiverged(Exception):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class State:
+    """Everything that changes during training (and goes into a checkpoint)."""
+
+    model: AbsAE
+    rel: ReL
+    prior: MixturePrior
+    ae_opt: torch.optim.Optimizer
+    disc_opt: torch.optim.Optimizer
+    rel_opt: torch.optim.Optimizer
+    table: torch.Tensor  # (R, K) relation targets
+    epoch: int = 0  # epochs completed
+    elapsed_s: float = 0.0  # training wall time over all sessions of this run
+
+
+def build_state(cfg: dict, data: Data, device) -> State:
+    m, space = cfg["model"], data.space
+    model = AbsAE(m["z_dim"], m["channels"], m["hidden"], m["disc_hidden"], space.num_entities)
+    rel = ReL(m["z_dim"], len(space.relation_names), m["rel_hidden"])
+    prior = MixturePrior(space.num_entities, m["z_dim"], cfg["prior"]["learn_means"])
+    model, rel, prior = model.to(device), rel.to(device), prior.to(device)
+    t = cfg["train"]
+    rel_params = [*rel.parameters(), *([prior.means] if cfg["prior"]["learn_means"] else [])]
+    return State(
+        model=model,
+        rel=rel,
+        prior=prior,
+        ae_opt=torch.optim.Adam(model.autoencoder_parameters(), lr=t["lr"]),
+        disc_opt=torch.optim.Adam(model.discriminator.parameters(), lr=t["disc_lr"],
+                                  betas=(0.5, 0.999)),
+        rel_opt=torch.optim.Adam(rel_params, lr=t["rel_lr"]),
+        table=torch.as_tensor(space.table, device=device),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The three phases
+
+
+def adversarial_autoencoder_step(state, x, cfg, real, real_slot, codes_slot, extra=None,
+                                 supervised=None):
+    """One reconstruction + discriminator + encoder step; returns the losses as floats.
+
+    x: clean images; real (N, D) prior samples with their discriminator slots; codes_slot: slot
+    of each code of x; extra: optional (images, slots) encoded alongside x (the labelled batch);
+    supervised: optional f(codes of extra) -> an extra encoder loss.
+    """
+    model = state.model
+    images = x if extra is None else torch.cat([x, extra[0]])
+    slots = codes_slot if extra is None else torch.cat([codes_slot, extra[1]])
+    z = model.encoder(augment(images, cfg))
+    recon = loss.reconstruction(model.decoder(z[: len(x)]), x)
+
+    d_loss = loss.discriminator(model.discriminator(real, real_slot),
+                                model.discriminator(z.detach(), slots))
+    state.disc_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    state.disc_opt.step()
+
+    g_loss = loss.generator(model.discriminator(z, slots))
+    total = recon + cfg["train"]["adv_weight"] * g_loss
+    losses = {"recon": recon, "disc": d_loss, "gen": g_loss}
+    if supervised is not None:
+        losses["sup"] = supervised(z[len(x):])
+        total = total + cfg["train"]["sup_weight"] * losses["sup"]
+    state.ae_opt.zero_grad(set_to_none=True)
+    total.backward()
+    state.ae_opt.step()
+    return losses
+
+
+def warmup_step(state, data, idx, cfg):
+    """Phase 1: plain adversarial autoencoder against the simple prior; no labels."""
+    x = data.batch("train", idx)
+    unlabelled = torch.full((len(x),), data.space.num_entities, device=x.device)
+    real = sample_warmup(cfg["prior"]["warmup"], len(x), cfg["model"]["z_dim"], x.device)
+    return adversarial_autoencoder_step(state, x, cfg, real, unlabelled, unlabelled)
+
+
+@torch.no_grad()
+def init_adaptive_prior(state, data, cfg):
+    """Phase 2: one component per entity, fitted to the encoded labelled images."""
+    state.model.eval()
+    idx = data.labelled
+    z = torch.cat([state.model.encoder(data.batch("train", part)) for part in idx.split(1024)])
+    state.prior.fit(z, data.entities["train"][idx], cfg["prior"]["gm_cov"])
+    state.model.train()
+
+
+def relational_step(state, data, idx, cfg):
+    """Phase 3: labelled codes to their own component, the rest to the mixture; then ReL."""
+    t, space, prior = cfg["train"], data.space, state.prior
+    x = data.batch("train", idx)
+    pick = torch.randint(0, len(data.labelled), (t["labelled_batch_size"],), device=x.device)
+    labelled = data.labelled[pick]
+    x_lab, y_lab = data.batch("train", labelled), data.entities["train"][labelled]
+
+    unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
+    with torch.no_grad():
+        z_mix, _ = prior.sample_uniform(len(x))
+        z_own = prior.sample(y_lab)
+    losses = adversarial_autoencoder_step(
+        state, x, cfg,
+        real=torch.cat([z_mix, z_own]), real_slot=torch.cat([unlabelled, y_lab]),
+        codes_slot=unlabelled, extra=(x_lab, y_lab),
+        supervised=(lambda z_lab: loss.labelled_nll(z_lab, y_lab, prior.means.detach(), prior.chol))
+        if t["sup_weight"] > 0 else None,
+    )
+    losses["rel"] = rel_step(state, space, cfg)
+    return losses
+
+
+def rel_step(state, space, cfg):
+    """ReL on prior samples: source from entity e, relation r, target component r(e)."""
+    t, prior = cfg["train"], state.prior
+    device = prior.means.device
+    source = torch.randint(0, space.num_entities, (t["rel_batch_size"],), device=device)
+    relation = torch.randint(0, len(space.relation_names), (t["rel_batch_size"],), device=device)
+    target = state.table[relation, source]
+    moved = state.rel(prior.sample(source), relation)
+    rel_loss = loss.relational(moved, prior.sample(target), target, prior.means, prior.chol,
+                               t["rel_loss"])
+    total = rel_loss
+    if cfg["prior"]["learn_means"]:
+        total = total + loss.separation(prior.means, prior.chol, cfg["prior"]["min_separation"])
+    state.rel_opt.zero_grad(set_to_none=True)
+    total.backward()
+    state.rel_opt.step()
+    return rel_loss
+
+
+def train_epoch(state, data, cfg, phase: str) -> dict:
+    """One pass over the training images in the given phase; mean losses."""
+    step = warmup_step if phase == "warmup" else relational_step
+    state.model.train()
+    sums = {}
+    order = batches(len(data.images["train"]), cfg["train"]["batch_size"],
+                    data.images["train"].device)
+    bar = tqdm(order, desc=f"epoch {state.epoch + 1} {phase}", leave=False, file=sys.stderr,
+               dynamic_ncols=True, disable=not sys.stderr.isatty())
+    for i, idx in enumerate(bar):
+        losses = {k: v.item() for k, v in step(state, data, idx, cfg).items()}
+        for name, value in losses.items():
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"{name} loss became {value} at epoch {state.epoch + 1}, step {i + 1}"
+                )
+            sums[name] = sums.get(name, 0.0) + value
+        bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
+    return {f"train/{k}": v / max(len(order), 1) for k, v in sums.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def encode(state, data, split):
+    state.model.eval()
+    images = data.images[split]
+    return torch.cat([state.model.encoder(images[i:i + 1024].float())
+                      for i in range(0, len(images), 1024)])
+
+
+@torch.no_grad()
+def evaluate(state, data, cfg, split: str) -> dict:
+    """Reconstruction, clustering and relation metrics on one split, keys '<split>/...'."""
+    state.model.eval()
+    state.rel.eval()
+    images = data.images[split]
+    z = encode(state, data, split)
+    recon = sum(float(loss.reconstruction(state.model.decoder(z[i:i + 1024]),
+                                          images[i:i + 1024].float())) * len(z[i:i + 1024])
+                for i in range(0, len(z), 1024)) / max(len(z), 1)
+    out = {"recon_loss": recon}
+    prior = state.prior
+    if bool(prior.fitted):
+        means, chol, labels = prior.means.detach(), prior.chol, data.entities[split]
+        names, e = data.space.relation_names, cfg["eval"]
+        gen = torch.Generator(device=means.device).manual_seed(cfg["run"]["seed"])
+        out.update(metrics.clustering(z, labels, means, chol, e["qs"]))
+        out.update(metrics.relation_latent(state.rel, state.table, names, means, chol,
+                                           e["rel_samples"], e["q"], generator=gen))
+        out.update(metrics.relation_data(state.rel, z, labels, state.table, names, means, chol,
+                                         e["q"]))
+        out["min_separation"] = prior.min_separation()
+    state.model.train()
+    state.rel.train()
+    return {f"{split}/{k}": v for k, v in out.items()}
+
+
+CSV_KEYS = ("val/recon_loss", "val/cluster_acc@0.99", "val/cluster_accept@0.99",
+            "val/rel_acc_latent", "val/rel_acc_data", "val/min_separation")
+
+
+def csv_row(state, phase, train_losses, val) -> dict:
+    row = {"epoch": state.epoch, "phase": phase, "wall_s": round(state.elapsed_s, 2)}
+    for name in ("recon", "disc", "gen", "sup", "rel"):
+        row[f"train/{name}"] = train_losses.get(f"train/{name}")
+    row.update({k: val.get(k) for k in CSV_KEYS})
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save(state, run: RunFolder, cfg) -> None:
+    save_checkpoint({
+        "format": 1,
+        "epoch": state.epoch,
+        "elapsed_s": state.elapsed_s,
+        "model": state.model.state_dict(),
+        "rel": state.rel.state_dict(),
+        "prior": state.prior.state_dict(),
+        "ae_opt": state.ae_opt.state_dict(),
+        "disc_opt": state.disc_opt.state_dict(),
+        "rel_opt": state.rel_opt.state_dict(),
+        "rng": runtime.rng_state(),
+        "config": cfg,
+    }, run.checkpoint)
+
+
+def restore(state, run: RunFolder, device) -> None:
+    ckpt = load_checkpoint(run.checkpoint, map_location=device)
+    state.model.load_state_dict(ckpt["model"])
+    state.rel.load_state_dict(ckpt["rel"])
+    state.prior.load_state_dict(ckpt["prior"])
+    state.ae_opt.load_state_dict(ckpt["ae_opt"])
+    state.disc_opt.load_state_dict(ckpt["disc_opt"])
+    state.rel_opt.load_state_dict(ckpt["rel_opt"])
+    runtime.set_rng_state({k: v.cpu() if torch.is_tensor(v) else [s.cpu() for s in v]
+                           for k, v in ckpt["rng"].items()})
+    state.epoch, state.elapsed_s = ckpt["epoch"], ckpt["elapsed_s"]
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+
+
+def phase_of(epoch: int, cfg) -> str:
+    return "warmup" if epoch < cfg["train"]["warmup_epochs"] else "relational"
+
+
+def train(state, data, cfg, run: RunFolder) -> None:
+    t = cfg["train"]
+    total = t["warmup_epochs"] + t["relational_epochs"]
+    while state.epoch < total:
+        phase = phase_of(state.epoch, cfg)
+        start = time.perf_counter()
+        if phase == "relational" and not bool(state.prior.fitted):
+            init_adaptive_prior(state, data, cfg)
+        losses = train_epoch(state, data, cfg, phase)
+        state.epoch += 1
+        state.elapsed_s += time.perf_counter() - start
+        last = state.epoch == total
+        val = {}
+        if phase == "relational" and (state.epoch % cfg["run"]["eval_every"] == 0 or last):
+            val = evaluate(state, data, cfg, "val")
+        run.append_metrics(csv_row(state, phase, losses, val))
+        save(state, run, cfg)
+        tqdm.write(_progress_line(state, total, phase, losses, val), file=sys.stderr)
+    if not bool(state.prior.fitted):  # relational_epochs=0: still fit the mixture to evaluate
+        init_adaptive_prior(state, data, cfg)
+
+
+def _progress_line(state, total, phase, losses, val) -> str:
+    parts = [f"epoch {state.epoch}/{total} {phase}", f"{state.elapsed_s:.0f}s"]
+    parts += [f"{k.split('/')[1]} {v:.3g}" for k, v in losses.items()]
+    if val:
+        parts += [f"val acc@0.99 {val['val/cluster_acc@0.99']:.3f}",
+                  f"accept {val['val/cluster_accept@0.99']:.3f}",
+                  f"rel(lat/data) {val['val/rel_acc_latent']:.3f}/{val['val/rel_acc_data']:.3f}"]
+    return " | ".join(parts)
+
+
+def finish(state, data, cfg, run: RunFolder) -> dict:
+    """Final test metrics, metrics.json and every picture."""
+    results = evaluate(state, data, cfg, "test")
+    results.update(evaluate(state, data, cfg, "val"))
+    results["wall_time_s"] = state.elapsed_s
+    results["epochs"] = state.epoch
+    results["labelled_images"] = len(data.labelled)
+    results["train_images"] = len(data.images["train"])
+    run.write_final_metrics(results)
+    log.write_pictures(run, state, data, cfg, results)
+    return results
+
+
+def resolve_config(args) -> dict:
+    cfg = configlib.apply_overrides(CONFIG, [f"{k}={v}" for k, v in _preset(args.preset).items()])
+    cfg = configlib.apply_overrides(cfg, args.overrides)
+    validate(cfg)
+    return cfg
+
+
+def _preset(name):
+    if name is None:
+        return {}
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}'; choose from {sorted(PRESETS)}")
+    return {k: (v if isinstance(v, str) else __import__('json').dumps(v))
+            for k, v in PRESETS[name].items()}
+
+
+def load_run_config(run: RunFolder) -> dict:
+    cfg = run.config()
+    configlib.check_types(cfg, CONFIG)
+    validate(cfg)
+    return cfg
+
+
+def setup(cfg):
+    if cfg["run"]["threads"] > 0:
+        torch.set_num_threads(cfg["run"]["threads"])
+    runtime.seed_everything(cfg["run"]["seed"])
+    device = runtime.pick_device(cfg["run"]["device"])
+    return device, load_data(cfg, device, REPO)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.evaluate:
+        run = RunFolder.open(args.evaluate)
+        cfg = load_run_config(run)
+        device, data = setup(cfg)
+        state = build_state(cfg, data, device)
+        restore(state, run, device)
+        report(finish(state, data, cfg, run))
+        return _done(run)
+
+    if args.resume:
+        run = RunFolder.open(args.resume)
+        cfg = load_run_config(run)
+    else:
+        cfg = resolve_config(args)
+    device, data = setup(cfg)  # data problems surface before any run folder is made
+    state = build_state(cfg, data, device)
+    if args.resume:
+        if run.checkpoint.exists():
+            restore(state, run, device)
+        run.keep_metrics_through(state.epoch)
+    else:
+        root = Path(cfg["run"]["root"])
+        run = RunFolder.create(root if root.is_absolute() else REPO / root, DATASET,
+                               cfg["run"]["name"], cfg)
+    print(f"run folder: {run.path}", file=sys.stderr)
+    train(state, data, cfg, run)
+    report(finish(state, data, cfg, run))
+    return _done(run)
+
+
+def report(results: dict) -> None:
+    keys = ["test/cluster_acc@0.99", "test/cluster_accept@0.99", "test/rel_acc_latent",
+            "test/rel_accept_latent", "test/rel_acc_data", "test/recon_loss", "wall_time_s"]
+    print("  ".join(f"{k}={results[k]:.4g}" for k in keys if k in results))
+
+
+def _done(run) -> int:
+    print(run.path)
+    return 0
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Weak disentanglement on dSprites.",
+        epilog="Overrides are dotted config keys, e.g. train.relational_epochs=40 model.z_dim=8",
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named set of overrides")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    action.add_argument("--evaluate", metavar="RUN_DIR", help="re-evaluate a finished run")
+    args = parser.parse_args(argv)
+    if (args.resume or args.evaluate) and (args.overrides or args.preset):
+        parser.error("--resume/--evaluate use the run's saved config.json; drop the overrides")
+    return args
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingDiverged as err:
+        print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        sys.exit(130)
