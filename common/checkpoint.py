@@ -50,7 +50,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except Exception as err:  # pickle, zip and torch errors all mean "not a safe, whole checkpoint"
         raise UserError(
             f"checkpoint '{path}' cannot be loaded safely ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}); it is corrupt or not ours"
+            f"{str(err).partition(chr(10))[0][:200]}); it is corrupt or not ours"
         ) from None
 
 

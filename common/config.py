@@ -1,6 +1,6 @@
 """Config handling: a dataset's config is a plain nested dict; the command line overrides it.
 
-    python dsprites/train.py train.epochs=5 model.z_dim=10 data.path=/data/dsprites.npz
+    python dsprites/train.py train.relational_epochs=5 model.z_dim=10 data.path=/data/dsprites.npz
 
 Every override must name an existing key (dotted path) and parse to the type of the default
 value. Mistakes raise UserError naming the key and, for typos, the nearest valid key.
@@ -78,7 +78,7 @@ def apply_overrides(defaults: dict, overrides: list[str]) -> dict:
     for item in overrides:
         if "=" not in item:
             raise UserError(
-                f"cannot read override '{item}': write it as key=value, e.g. train.epochs=5"
+                f"cannot read override '{item}': write it as key=value, e.g. train.relational_epochs=5"
             )
         key, text = item.split("=", 1)
         key = key.strip()

@@ -35,6 +35,8 @@ class EntitySpace:
 
     def _check_bins(self):
         for name, bins in self.bins.items():
+            if not bins:
+                raise UserError(f"entity factor '{name}' has no bins; give it at least one bin")
             if name not in self.factor_names:
                 raise UserError(
                     f"entity factor '{name}' is not a factor of this dataset; "

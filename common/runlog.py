@@ -52,6 +52,8 @@ class RunFolder:
                     break
                 except FileExistsError:
                     continue
+            else:
+                raise UserError(f"could not make a new run folder under {root}; set run.name")
         run = cls(path)
         write_json(config, run.path / CONFIG_FILE)
         return run
@@ -91,8 +93,10 @@ class RunFolder:
         path = self.path / METRICS_CSV
         if not path.exists():
             return []
-        with open(path, newline="") as handle:
-            return [row for row in csv.DictReader(handle) if None not in row.values()]
+        text = path.read_text()
+        if text and not text.endswith("\n"):  # a crash mid-line: drop the torn tail
+            text = text[: text.rfind("\n") + 1]
+        return [row for row in csv.DictReader(io.StringIO(text)) if None not in row.values()]
 
     def keep_metrics_through(self, epoch: int) -> None:
         """On resume: drop rows past the checkpoint's epoch (and any half-written last line)."""

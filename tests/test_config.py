@@ -1,0 +1,289 @@
+"""common.config overrides / type checks and dsprites.config.validate, with the dSprites CONFIG."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from common import config as configlib
+from common.data import labelled_subset, split_indices
+from common.errors import UserError
+from dsprites import dataset as ds
+from dsprites.config import CONFIG, PRESETS, validate
+
+PRISTINE = json.dumps(CONFIG, sort_keys=True)
+
+
+def _apply(*overrides):
+    return configlib.apply_overrides(CONFIG, list(overrides))
+
+
+@pytest.fixture(autouse=True)
+def _defaults_never_mutated():
+    yield
+    assert json.dumps(CONFIG, sort_keys=True) == PRISTINE
+
+
+# ---------------------------------------------------------------- flatten
+
+
+def test_flatten_dotted_leaves():
+    flat = configlib.flatten(CONFIG)
+    assert flat["model.z_dim"] == 10
+    assert flat["entities.bins.posX"] == CONFIG["entities"]["bins"]["posX"]
+    assert flat["data.nuisances.orientation"] == [0, 1, 2, 37, 38, 39]
+    assert isinstance(flat["entities.relations"], list)  # lists are leaves
+    assert "entities.bins" not in flat and "model" not in flat
+    assert configlib.flatten({"a": {"b": {"c": 1}}, "d": {}}) == {"a.b.c": 1, "d": {}}
+
+
+# ---------------------------------------------------------------- apply_overrides
+
+
+def test_override_each_type():
+    cfg = _apply(
+        "model.z_dim=7",
+        "train.lr=0.25",
+        "train.disc_lr=1e-3",
+        "train.rel_lr=5",  # int text for a float key
+        "prior.learn_means=true",
+        "run.name=my run=1",  # '=' after the first belongs to the value
+        "data.split=[0.6, 0.2, 0.2]",
+        "entities.bins.posX=[[0,1],[30,31]]",
+    )
+    assert cfg["model"]["z_dim"] == 7 and type(cfg["model"]["z_dim"]) is int
+    assert cfg["train"]["lr"] == 0.25 and type(cfg["train"]["lr"]) is float
+    assert cfg["train"]["disc_lr"] == 1e-3
+    assert cfg["train"]["rel_lr"] == 5.0 and type(cfg["train"]["rel_lr"]) is float
+    assert cfg["prior"]["learn_means"] is True
+    assert cfg["run"]["name"] == "my run=1"
+    assert cfg["data"]["split"] == [0.6, 0.2, 0.2]
+    assert cfg["entities"]["bins"]["posX"] == [[0, 1], [30, 31]]
+    # everything else equals the defaults
+    changed = {"model.z_dim", "train.lr", "train.disc_lr", "train.rel_lr", "prior.learn_means",
+               "run.name", "data.split", "entities.bins.posX"}
+    flat, base = configlib.flatten(cfg), configlib.flatten(CONFIG)
+    assert flat.keys() == base.keys()
+    assert {k for k in base if flat[k] != base[k]} == changed - {"train.disc_lr"}
+    assert cfg["entities"]["bins"]["posY"] == CONFIG["entities"]["bins"]["posY"]
+    # the result shares no mutable state with the defaults
+    cfg["entities"]["bins"]["posY"][0].append(99)
+    cfg["entities"]["relations"][0]["step"] = 5
+    assert CONFIG["entities"]["bins"]["posY"][0] == [0, 1, 2, 3, 4]
+    assert CONFIG["entities"]["relations"][0]["step"] == -1
+
+
+@pytest.mark.parametrize("text,expected", [("true", True), ("false", False), ("True", True),
+                                           ("FALSE", False), (" on ", True), ("0", False)])
+def test_override_bool(text, expected):
+    assert _apply(f"prior.learn_means={text}")["prior"]["learn_means"] is expected
+
+
+def test_later_override_wins_and_no_override_is_a_copy():
+    assert _apply("model.z_dim=3", "model.z_dim=4")["model"]["z_dim"] == 4
+    cfg = _apply()
+    assert cfg == CONFIG and cfg is not CONFIG and cfg["model"] is not CONFIG["model"]
+
+
+def test_presets_apply_cleanly():
+    for name, preset in PRESETS.items():
+        cfg = _apply(*[f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                       for k, v in preset.items()])
+        flat = configlib.flatten(cfg)
+        for key, value in preset.items():
+            assert flat[key] == value, (name, key)
+        validate(cfg)
+
+
+@pytest.mark.parametrize("key,nearest", [
+    ("model.zdim", "model.z_dim"),
+    ("train.batchsize", "train.batch_size"),
+    ("prior.gmcov", "prior.gm_cov"),
+])
+def test_unknown_key_names_nearest(key, nearest):
+    with pytest.raises(UserError, match=rf"unknown config key '{key}'.*did you mean '{nearest}'"):
+        _apply(f"{key}=1")
+
+
+def test_unknown_key_suggests_a_train_key():
+    with pytest.raises(UserError) as err:
+        _apply("train.epoch=3")
+    msg = str(err.value)
+    assert "unknown config key 'train.epoch'" in msg
+    suggested = msg.split("did you mean '")[1].split("'")[0]
+    assert suggested.startswith("train.") and suggested in configlib.flatten(CONFIG)
+    assert "epochs" in suggested
+
+
+def test_parent_key_is_not_a_leaf():
+    with pytest.raises(UserError, match="unknown config key 'entities.bins'"):
+        _apply('entities.bins={"shape": [[0]]}')
+
+
+@pytest.mark.parametrize("override,key,kind", [
+    ("model.z_dim=ten", "model.z_dim", "int"),
+    ("model.z_dim=2.5", "model.z_dim", "int"),
+    ("train.lr=abc", "train.lr", "float"),
+    ("prior.learn_means=maybe", "prior.learn_means", "bool"),
+    ("data.split=[0.8", "data.split", "list"),
+    ('data.split={"a": 1}', "data.split", "list"),
+    ("data.split=0.8", "data.split", "list"),
+    ("entities.bins.posX=[[0,1],[30,31]", "entities.bins.posX", "list"),
+])
+def test_wrong_type_names_the_key(override, key, kind):
+    with pytest.raises(UserError, match=rf"config key '{key}' expects an? {kind}"):
+        _apply(override)
+
+
+def test_missing_equals_sign():
+    with pytest.raises(UserError, match=r"cannot read override 'model.z_dim'.*key=value"):
+        _apply("model.z_dim")
+
+
+# ---------------------------------------------------------------- check_types
+
+
+def _edited():
+    return copy.deepcopy(CONFIG)
+
+
+def test_check_types_accepts_defaults_and_json_round_trip():
+    configlib.check_types(_edited(), CONFIG)
+    configlib.check_types(json.loads(json.dumps(CONFIG)), CONFIG)
+    cfg = _edited()
+    cfg["train"]["lr"] = 1  # an int where a float is expected is fine (JSON writes 1.0 as 1)
+    configlib.check_types(cfg, CONFIG)
+
+
+def test_check_types_extra_key():
+    cfg = _edited()
+    cfg["train"]["epochs"] = 5
+    with pytest.raises(UserError, match=r"unknown config key 'train.epochs'.*did you mean 'train\."):
+        configlib.check_types(cfg, CONFIG)
+
+
+def test_check_types_missing_key():
+    cfg = _edited()
+    del cfg["model"]["hidden"]
+    with pytest.raises(UserError, match="config is missing key 'model.hidden'"):
+        configlib.check_types(cfg, CONFIG)
+    cfg = _edited()
+    del cfg["eval"]
+    with pytest.raises(UserError, match=r"config is missing key 'eval\."):
+        configlib.check_types(cfg, CONFIG)
+
+
+@pytest.mark.parametrize("section,key,value,kind", [
+    ("model", "z_dim", "10", "int"),
+    ("model", "z_dim", 10.0, "int"),
+    ("model", "z_dim", True, "int"),  # bool is an int subclass, but not an int here
+    ("train", "lr", "0.001", "float"),
+    ("train", "lr", False, "float"),
+    ("prior", "learn_means", 1, "bool"),
+    ("data", "split", "0.8,0.1,0.1", "list"),
+    ("run", "name", None, "str"),
+])
+def test_check_types_wrong_type(section, key, value, kind):
+    cfg = _edited()
+    cfg[section][key] = value
+    with pytest.raises(UserError, match=rf"config key '{section}.{key}' expects an? {kind}"):
+        configlib.check_types(cfg, CONFIG)
+
+
+# ---------------------------------------------------------------- dsprites validate
+
+
+def test_validate_accepts_defaults():
+    validate(copy.deepcopy(CONFIG))
+
+
+@pytest.mark.parametrize("override,pattern", [
+    ("train.warmup_epochs=-1", r"train.warmup_epochs must be >= 0, got -1"),
+    ("train.relational_epochs=-3", r"train.relational_epochs must be >= 0"),
+    ("train.batch_size=0", r"train.batch_size must be >= 1"),
+    ("train.rel_lr=0", r"train.rel_lr must be > 0"),
+    ("train.rel_loss=l1", r"train.rel_loss must be mse, nll or xent, got 'l1'"),
+    ("prior.warmup=cauchy", r"prior.warmup"),
+    ("prior.gm_cov=-0.5", r"prior.gm_cov must be > 0"),
+    ("model.z_dim=0", r"model.z_dim"),
+    ("model.channels=[32, 32, 64]", r"model.channels"),
+    ("data.noise_prob=1.5", r"data.noise_prob must be in \[0, 1\]"),
+    ("data.mask_size=65", r"data.mask_size"),
+    ("run.eval_every=0", r"run.eval_every"),
+    ("eval.rel_samples=0", r"eval.rel_samples"),
+    ("data.nuisances.scale=[2, 6]", r"data.nuisances.scale index 6 is outside 0..5"),
+    ("data.nuisances.orientation=[-1]", r"data.nuisances.orientation index -1"),
+    ("data.nuisances.scale=[]", r"data.nuisances.scale is empty"),
+])
+def test_validate_rejects(override, pattern):
+    cfg = _apply(override)
+    with pytest.raises(UserError, match=pattern):
+        validate(cfg)
+
+
+def test_validate_factor_both_entity_and_nuisance():
+    cfg = _edited()
+    cfg["data"]["nuisances"]["shape"] = [0]
+    with pytest.raises(UserError, match=r"factor 'shape' must appear exactly once"):
+        validate(cfg)
+
+
+def test_validate_factor_in_neither():
+    cfg = _edited()
+    del cfg["data"]["nuisances"]["scale"]
+    with pytest.raises(UserError, match=r"factor 'scale' must appear exactly once"):
+        validate(cfg)
+
+
+def test_validate_unknown_factor_name():
+    cfg = _edited()
+    cfg["data"]["nuisances"]["colour"] = [0]
+    with pytest.raises(UserError, match=r"'colour' is not a dSprites factor"):
+        validate(cfg)
+
+
+def test_bins_outside_range_refused_by_entity_space():
+    cfg = _apply("entities.bins.posX=[[0,1],[30,32]]")
+    validate(cfg)  # ranges of entity bins are EntitySpace's job
+    with pytest.raises(UserError, match=r"bin index 32 of entity factor 'posX' is outside 0..31"):
+        ds.entity_space(cfg)
+
+
+def test_relation_with_unknown_factor_refused_by_entity_space():
+    rels = [{"name": "grow", "factor": "size", "step": 1, "cyclic": False}]
+    cfg = _apply(f"entities.relations={json.dumps(rels)}")
+    with pytest.raises(UserError, match=r"relation 'grow' changes 'size'"):
+        ds.entity_space(cfg)
+
+
+# ---------------------------------------------------------------- data split / budget
+
+
+@pytest.mark.parametrize("split", [[0.8, 0.1], [0.8, 0.1, 0.2], [0.9, 0.2, -0.1], [0.5, 0.3, 0.1]])
+def test_split_must_be_three_fractions_summing_to_one(split):
+    with pytest.raises(UserError, match=r"data.split must be three non-negative fractions"):
+        split_indices(100, split, seed=0)
+
+
+def test_split_partitions_and_is_deterministic():
+    parts = split_indices(1000, [0.8, 0.1, 0.1], seed=3)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [800, 100, 100]
+    np.testing.assert_array_equal(np.sort(np.concatenate(list(parts.values()))), np.arange(1000))
+    again = split_indices(1000, [0.8, 0.1, 0.1], seed=3)
+    other = split_indices(1000, [0.8, 0.1, 0.1], seed=4)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+    assert not np.array_equal(parts["train"], other["train"])
+
+
+def test_labelled_budget_larger_than_available_names_the_max():
+    entities = np.repeat(np.arange(4), [10, 7, 12, 9])
+    with pytest.raises(UserError, match=r"labelled_per_entity=8.*entity 1 has only 7.*at most 7"):
+        labelled_subset(entities, 8, 4, seed=0)
+    with pytest.raises(UserError, match="labelled_per_entity must be >= 1"):
+        labelled_subset(entities, 0, 4, seed=0)
+    # an entity with no images at all
+    with pytest.raises(UserError, match=r"entity 4 has only 0"):
+        labelled_subset(entities, 1, 5, seed=0)
+    chosen = labelled_subset(entities, 7, 4, seed=0)
+    np.testing.assert_array_equal(np.bincount(entities[chosen]), [7, 7, 7, 7])
+    assert len(np.unique(chosen)) == 28
