@@ -33,7 +33,7 @@ def image_grid(images, path, row_labels=None, col_labels=None, title=None, cell=
     plt.close(fig)
 
 
-def curves(rows: list[dict], groups: dict, path, x_key="epoch"):
+def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=()):
     """One panel per group {panel title: [column names]} of a metrics CSV (list of dicts)."""
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
     for ax, (title, keys) in zip(axes[0], groups.items()):
@@ -43,6 +43,8 @@ def curves(rows: list[dict], groups: dict, path, x_key="epoch"):
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="." if len(points) < 30 else None, label=key.split("/")[-1])
         ax.set_title(title, fontsize=9)
+        if title in log_panels:
+            ax.set_yscale("log")
         ax.set_xlabel(x_key)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

@@ -65,6 +65,11 @@ class RunFolder:
             raise UserError(f"'{path}' is not a run folder (no {CONFIG_FILE} in it)")
         return run
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete temporary files left by a write that was killed before its rename."""
+        for leftover in self.path.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+
     def config(self) -> dict:
         try:
             return json.loads((self.path / CONFIG_FILE).read_text())

@@ -19,7 +19,7 @@ CONFIG = {
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "root": "runs",  # relative paths are from the repository root
         "name": "",  # empty: dsprites-<timestamp>
-        "eval_every": 5,  # epochs between validation passes (relational phase)
+        "eval_every": 2,  # epochs between validation passes (relational phase)
         "threads": 0,  # CPU threads for torch; 0 keeps torch's default
     },
     "data": {
@@ -53,20 +53,22 @@ CONFIG = {
     "prior": {
         "warmup": "normal",  # normal | uniform  (phase-1 prior)
         "gm_cov": 0.5,  # component covariance = gm_cov x the entity's empirical covariance
-        "learn_means": False,  # adaptive means, trained by the relational loss
-        "min_separation": 3.0,  # Mahalanobis distance under which learnt means are pushed apart
+        "learn_means": True,  # adaptive means, trained by the relational loss
+        "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
+        "means_lr": 1e-3,  # learning rate of the adaptive means
     },
     "train": {
         "batch_size": 128,
         "labelled_batch_size": 64,
         "rel_batch_size": 512,
         "warmup_epochs": 8,
-        "relational_epochs": 20,
+        "relational_epochs": 12,
         "lr": 1e-3,
         "disc_lr": 1e-3,
-        "rel_lr": 1e-3,
-        "adv_weight": 1.0,
-        "sup_weight": 0.0,  # optional NLL of labelled codes under their own component
+        "rel_lr": 3e-3,
+        "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
+        "adv_weight": 3.0,
+        "sup_weight": 6.0,  # NLL of labelled codes under their own component; 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
     },
     "eval": {
@@ -96,12 +98,14 @@ def validate(cfg: dict) -> None:
     for key in ("warmup_epochs", "relational_epochs"):
         if train[key] < 0:
             raise UserError(f"train.{key} must be >= 0, got {train[key]}")
-    for key in ("batch_size", "labelled_batch_size", "rel_batch_size"):
+    for key in ("batch_size", "labelled_batch_size", "rel_batch_size", "rel_steps"):
         if train[key] < 1:
             raise UserError(f"train.{key} must be >= 1, got {train[key]}")
     for key in ("lr", "disc_lr", "rel_lr"):
         if train[key] <= 0:
             raise UserError(f"train.{key} must be > 0, got {train[key]}")
+    if cfg["prior"]["means_lr"] <= 0:
+        raise UserError(f"prior.means_lr must be > 0, got {cfg['prior']['means_lr']}")
     if train["rel_loss"] not in ("mse", "nll", "xent"):
         raise UserError(f"train.rel_loss must be mse, nll or xent, got '{train['rel_loss']}'")
     if cfg["prior"]["warmup"] not in ("normal", "uniform"):

@@ -40,11 +40,12 @@ def write_pictures(run, state, data, cfg, results) -> None:
     model, rel, prior = state.model.eval(), state.rel.eval(), state.prior
     out = run.path
     plots.curves(run.read_metrics(), {
-        "training losses": ["train/recon", "train/rel"],
+        "reconstruction": ["train/recon"],
+        "relational and supervised": ["train/rel", "train/sup"],
         "adversarial game": ["train/disc", "train/gen"],
         "validation": ["val/cluster_acc@0.99", "val/cluster_accept@0.99",
                        "val/rel_acc_latent", "val/rel_acc_data"],
-    }, out / "training_curves.png")
+    }, out / "training_curves.png", log_panels=("reconstruction",))
 
     images, labels = data.images["test"], data.entities["test"]
     z = torch.cat([model.encoder(images[i:i + 1024].float()) for i in range(0, len(images), 1024)])

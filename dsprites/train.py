@@ -66,7 +66,9 @@ def build_state(cfg: dict, data: Data, device) -> State:
     prior = MixturePrior(space.num_entities, m["z_dim"], cfg["prior"]["learn_means"])
     model, rel, prior = model.to(device), rel.to(device), prior.to(device)
     t = cfg["train"]
-    rel_params = [*rel.parameters(), *([prior.means] if cfg["prior"]["learn_means"] else [])]
+    rel_groups = [{"params": list(rel.parameters())}]
+    if cfg["prior"]["learn_means"]:
+        rel_groups.append({"params": [prior.means], "lr": cfg["prior"]["means_lr"]})
     return State(
         model=model,
         rel=rel,
@@ -74,7 +76,7 @@ def build_state(cfg: dict, data: Data, device) -> State:
         ae_opt=torch.optim.Adam(model.autoencoder_parameters(), lr=t["lr"]),
         disc_opt=torch.optim.Adam(model.discriminator.parameters(), lr=t["disc_lr"],
                                   betas=(0.5, 0.999)),
-        rel_opt=torch.optim.Adam(rel_params, lr=t["rel_lr"]),
+        rel_opt=torch.optim.Adam(rel_groups, lr=t["rel_lr"]),
         table=torch.as_tensor(space.table, device=device),
     )
 
@@ -152,7 +154,8 @@ def relational_step(state, data, idx, cfg):
         supervised=(lambda z_lab: loss.labelled_nll(z_lab, y_lab, prior.means.detach(), prior.chol))
         if t["sup_weight"] > 0 else None,
     )
-    losses["rel"] = rel_step(state, space, cfg)
+    for _ in range(t["rel_steps"]):
+        losses["rel"] = rel_step(state, space, cfg)
     return losses
 
 
@@ -383,6 +386,7 @@ def main(argv=None) -> int:
     device, data = setup(cfg)  # data problems surface before any run folder is made
     state = build_state(cfg, data, device)
     if args.resume:
+        run.remove_stale_temporaries()
         if run.checkpoint.exists():
             restore(state, run, device)
         run.keep_metrics_through(state.epoch)

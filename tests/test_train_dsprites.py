@@ -123,3 +123,16 @@ def test_existing_run_folder_is_never_overwritten(tmp_path):
     result = run(tiny(tmp_path, "taken"))
     assert result.returncode == 2 and "--resume" in result.stderr
     assert (tmp_path / "runs" / "taken" / "keep.txt").read_text() == "precious"
+
+
+def test_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    # One healthy warm-up epoch, then a supervised weight that overflows the relational loss.
+    result = run([*tiny(tmp_path, "nan", epochs=(1, 2)), "train.sup_weight=1e38"])
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "training diverged" in last and "epoch 2" in last and "step" in last, last
+    import torch
+
+    checkpoint = torch.load(tmp_path / "runs" / "nan" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())

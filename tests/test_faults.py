@@ -1,0 +1,118 @@
+"""Fault injection on the real dsprites/train.py: SIGKILL at random points in every phase and in
+the middle of checkpoint writing, then --resume; the result must equal an uninterrupted run."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.test_train_dsprites import REPO, SCRIPT, run, tiny
+
+# Runs train.py with one fault armed: the process SIGKILLs itself at the chosen point of the
+# (after+1)-th checkpoint write. The training code itself is untouched.
+WRAPPER = """
+import os, runpy, signal, sys
+import common.checkpoint as ck
+point, after = os.environ["FAULT_POINT"], int(os.environ["FAULT_AFTER"])
+calls = {"n": 0}
+def armed():
+    calls["n"] += 1
+    return calls["n"] > after
+if point == "mid_write":
+    real_save = ck.torch.save
+    def save(obj, handle, *args, **kwargs):
+        if armed():
+            handle.write(b"PK\\x03\\x04 half a checkpoint")
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(obj, handle, *args, **kwargs)
+    ck.torch.save = save
+else:
+    real_replace = ck.os.replace
+    def replace(src, dst):
+        if str(dst).endswith("checkpoint.pt") and armed():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_replace(src, dst)
+    ck.os.replace = replace
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "wall_time_s"}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reference")
+    result = run(tiny(tmp, "reference"))
+    assert result.returncode == 0, result.stderr
+    return comparable(json.loads((tmp / "runs" / "reference" / "metrics.json").read_text()))
+
+
+def rows_done(run_dir: Path) -> int:
+    csv = run_dir / "metrics.csv"
+    return max(len(csv.read_text().splitlines()) - 1, 0) if csv.exists() else 0
+
+
+def kill_when(proc, run_dir, rows: int, extra_s: float) -> bool:
+    """SIGKILL proc extra_s after the CSV holds `rows` epochs; False if it finished first."""
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline and rows_done(run_dir) < rows:
+        time.sleep(0.02)
+    time.sleep(extra_s)
+    if proc.poll() is not None:
+        return False
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_kills_in_every_phase_lose_nothing(tmp_path, reference, seed):
+    rng = random.Random(seed)
+    run_dir = tmp_path / "runs" / "victim"
+    args = [sys.executable, str(SCRIPT), *tiny(tmp_path, "victim")]
+    kills = 0
+    # Kill once during the warm-up epoch, once in each relational epoch (or the final pictures).
+    for rows in (0, 1, 2):
+        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        kills += kill_when(proc, run_dir, rows, rng.uniform(0.0, 1.0))
+        if (run_dir / "metrics.json").exists():
+            break
+        # After any kill the checkpoint on disk is whole, safe to load, and not ahead of the CSV.
+        if (run_dir / "checkpoint.pt").exists():
+            epoch = torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]
+            assert 1 <= epoch <= rows_done(run_dir)
+        args = [sys.executable, str(SCRIPT), "--resume", str(run_dir)]
+    assert kills >= 2
+    final = run(["--resume", str(run_dir)])
+    assert final.returncode == 0, final.stderr
+    assert comparable(json.loads((run_dir / "metrics.json").read_text())) == reference
+    assert [r.split(",")[0] for r in (run_dir / "metrics.csv").read_text().splitlines()] == \
+        ["epoch", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("point", ["mid_write", "before_rename"])
+def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, reference, point):
+    run_dir = tmp_path / "runs" / "victim"
+    env = {**os.environ, "FAULT_POINT": point, "FAULT_AFTER": "1"}  # dies writing epoch 2's
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(SCRIPT),
+                           *tiny(tmp_path, "victim")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1  # the half-written epoch-2 checkpoint was never swapped in
+    resumed = run(["--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(json.loads((run_dir / "metrics.json").read_text())) == reference
+    assert not list(run_dir.glob(".*.tmp"))  # leftovers of the killed write are cleaned up
