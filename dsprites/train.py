@@ -258,6 +258,7 @@ def save(state, run: RunFolder, cfg) -> None:
     save_checkpoint({
         "format": 1,
         "epoch": state.epoch,
+        "phase": phase_of(state.epoch, cfg),  # of the next epoch; informative, epoch decides
         "elapsed_s": state.elapsed_s,
         "model": state.model.state_dict(),
         "rel": state.rel.state_dict(),
@@ -435,6 +436,11 @@ if __name__ == "__main__":
         sys.exit(2)
     except TrainingDiverged as err:
         print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # e.g. disk full: atomic writes leave the last checkpoint whole
+        print(f"error: {err.strerror or err} while writing {err.filename or 'the run folder'}; "
+              "the last checkpoint is intact: free space, then continue with --resume RUN_DIR",
+              file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)

@@ -25,7 +25,16 @@ calls = {"n": 0}
 def armed():
     calls["n"] += 1
     return calls["n"] > after
-if point == "mid_write":
+if point == "disk_full":
+    import errno
+    real_save = ck.torch.save
+    def save(obj, handle, *args, **kwargs):
+        if armed():
+            handle.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device", handle.name)
+        return real_save(obj, handle, *args, **kwargs)
+    ck.torch.save = save
+elif point == "mid_write":
     real_save = ck.torch.save
     def save(obj, handle, *args, **kwargs):
         if armed():
@@ -116,3 +125,19 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, refere
     assert resumed.returncode == 0, resumed.stderr
     assert comparable(json.loads((run_dir / "metrics.json").read_text())) == reference
     assert not list(run_dir.glob(".*.tmp"))  # leftovers of the killed write are cleaned up
+
+
+def test_disk_full_while_checkpointing_stops_cleanly_and_resumes(tmp_path, reference):
+    run_dir = tmp_path / "runs" / "victim"
+    env = {**os.environ, "FAULT_POINT": "disk_full", "FAULT_AFTER": "1"}
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(SCRIPT),
+                           *tiny(tmp_path, "victim")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "No space left on device" in last and "--resume" in last, last
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert not list(run_dir.glob(".*.tmp"))  # the failed write removed its temporary file
+    resumed = run(["--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(json.loads((run_dir / "metrics.json").read_text())) == reference

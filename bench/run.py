@@ -1,0 +1,154 @@
+"""Training-speed benchmark of the dSprites pipeline.
+
+    python bench/run.py [--out FILE.json] [--device cpu|cuda] [--steps 30] [--time-to-acc]
+                        [key=value ...]     # config overrides, as for train.py
+
+Measures, on the default config (or the overrides): images/s of a warm-up step and of a
+relational step, ReL examples/s, evaluation time, the model's FLOPs per training image, the
+achieved fraction of the device's measured matmul peak, how the cost of a relation batch
+scales from 64 to 4096 examples (1x would mean a per-example Python loop was absent and the
+work were free; a loop would show ~64x), peak memory and, with --time-to-acc, the wall time of
+a full default run until validation clustering accuracy at q=0.99 first reaches 0.95.
+Prints a table and writes flat JSON.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from common import config as configlib  # noqa: E402
+from dsprites import train  # noqa: E402
+from dsprites.config import CONFIG, validate  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, steps: int, warmup: int = 3) -> float:
+    """Seconds per call of fn, after a few untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def matmul_peak_flops(device) -> float:
+    """Best FLOP/s of a large square matmul (fp32 on CPU, bf16 on CUDA)."""
+    n = 2048 if device.type == "cpu" else 8192
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = min(timed(lambda: a @ b, device, steps=5, warmup=2) for _ in range(3))
+    return 2 * n**3 / seconds
+
+
+def step_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def time_to_accuracy(overrides, target=0.95) -> float | None:
+    """Run train.py with evaluation every epoch; wall time when val acc@0.99 first >= target."""
+    result = subprocess.run([sys.executable, str(REPO / "dsprites" / "train.py"),
+                             "run.eval_every=1", *overrides], capture_output=True, text=True,
+                            cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(result.stderr)
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    from common.runlog import RunFolder
+
+    for row in RunFolder(run_dir).read_metrics():
+        acc = row.get("val/cluster_acc@0.99")
+        if acc and float(acc) >= target:
+            return float(row["wall_s"])
+    return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--time-to-acc", action="store_true",
+                        help="also run a full training to time accuracy 0.95 (minutes)")
+    args = parser.parse_args()
+
+    cfg = configlib.apply_overrides(CONFIG, [f"run.device={args.device}", *args.overrides])
+    validate(cfg)
+    device, data = train.setup(cfg)
+    state = train.build_state(cfg, data, device)
+    t = cfg["train"]
+    batch = torch.arange(t["batch_size"], device=device)
+    space = data.space
+
+    results = {"device": str(device), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "batch_size": t["batch_size"]}
+    warmup_s = timed(lambda: train.warmup_step(state, data, batch, cfg), device, args.steps)
+    results["warmup_img_s"] = t["batch_size"] / warmup_s
+    flops = step_flops(lambda: train.warmup_step(state, data, batch, cfg))
+    results["warmup_flops_per_img"] = flops / t["batch_size"]
+
+    train.init_adaptive_prior(state, data, cfg)
+    relational_s = timed(lambda: train.relational_step(state, data, batch, cfg), device,
+                         args.steps)
+    results["relational_img_s"] = t["batch_size"] / relational_s
+    rel_s = timed(lambda: train.rel_step(state, space, cfg), device, args.steps)
+    results["rel_examples_s"] = t["rel_batch_size"] / rel_s
+
+    def relation_batch(n):
+        source = torch.randint(0, space.num_entities, (n,), device=device)
+        relation = torch.randint(0, len(space.relation_names), (n,), device=device)
+        target = state.table[relation, source]
+        return state.prior.sample(source), state.prior.sample(target)
+
+    with torch.no_grad():
+        small = timed(lambda: relation_batch(64), device, 200)
+        large = timed(lambda: relation_batch(4096), device, 200)
+    results["rel_batch_4096_over_64"] = large / small
+
+    start = time.perf_counter()
+    train.evaluate(state, data, cfg, "val")
+    sync(device)
+    results["eval_s"] = time.perf_counter() - start
+
+    peak = matmul_peak_flops(device)
+    results["matmul_peak_gflops"] = peak / 1e9
+    results["achieved_gflops"] = results["warmup_flops_per_img"] * results["warmup_img_s"] / 1e9
+    results["flop_fraction"] = results["achieved_gflops"] * 1e9 / peak
+    if device.type == "cuda":
+        results["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        results["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.time_to_acc:
+        results["time_to_acc_s"] = time_to_accuracy([f"run.device={args.device}",
+                                                     *args.overrides])
+
+    width = max(map(len, results))
+    for key, value in results.items():
+        shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+        print(f"{key:<{width}}  {shown}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
