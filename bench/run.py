@@ -94,7 +94,7 @@ def main():
 
     cfg = configlib.apply_overrides(CONFIG, [f"run.device={args.device}", *args.overrides])
     validate(cfg)
-    device, data = train.setup(cfg)
+    _, device, data = train.setup(cfg)
     state = train.build_state(cfg, data, device)
     t = cfg["train"]
     batch = torch.arange(t["batch_size"], device=device)

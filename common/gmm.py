@@ -20,13 +20,15 @@ def chi2_threshold(q: float, dim: int) -> float:
     return math.inf if q >= 1.0 else float(chi2.ppf(q, dim))
 
 
-def sample(means, chol, components, generator=None):
-    """One sample per entry of `components` (N,) long -> (N, D), differentiable in means/chol."""
-    eps = torch.randn(
-        components.shape[0], means.shape[1], 1,
-        device=means.device, dtype=means.dtype, generator=generator,
-    )
-    return means[components] + (chol[components] @ eps).squeeze(-1)
+def sample(means, chol, components, generator=None, eps=None):
+    """One sample per entry of `components` (N,) long -> (N, D), differentiable in means/chol.
+
+    eps (N, D): the standard-normal noise to use, when the caller drew it already.
+    """
+    if eps is None:
+        eps = torch.randn(components.shape[0], means.shape[1], device=means.device,
+                          dtype=means.dtype, generator=generator)
+    return means[components] + (chol[components] @ eps[..., None]).squeeze(-1)
 
 
 def mahalanobis_sq(z, means, chol, chunk: int = 8192):

@@ -70,6 +70,9 @@ CONFIG = {
         "adv_weight": 3.0,
         "sup_weight": 6.0,  # NLL of labelled codes under their own component; 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
+        "amp": "auto",  # bf16 autocast: auto (on for CUDA) | bf16 | off
+        "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores
+        "compile": False,  # torch.compile the networks (pays off on GPU for long runs)
     },
     "eval": {
         "qs": [0.5, 0.9, 0.99, 0.999, 1.0],
@@ -88,6 +91,7 @@ PRESETS = {
         "train.relational_epochs": 400,
         "data.noise_prob": 0.3,
         "data.mask_prob": 0.3,
+        "train.compile": True,
         "run.eval_every": 20,
     },
 }
@@ -106,6 +110,8 @@ def validate(cfg: dict) -> None:
             raise UserError(f"train.{key} must be > 0, got {train[key]}")
     if cfg["prior"]["means_lr"] <= 0:
         raise UserError(f"prior.means_lr must be > 0, got {cfg['prior']['means_lr']}")
+    if train["amp"] not in ("auto", "bf16", "off"):
+        raise UserError(f"train.amp must be auto, bf16 or off, got '{train['amp']}'")
     if train["rel_loss"] not in ("mse", "nll", "xent"):
         raise UserError(f"train.rel_loss must be mse, nll or xent, got '{train['rel_loss']}'")
     if cfg["prior"]["warmup"] not in ("normal", "uniform"):

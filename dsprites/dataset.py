@@ -397,8 +397,9 @@ class Data:
     labelled: torch.Tensor
 
     def batch(self, split: str, idx):
-        """Float images in [0, 1] for index tensor idx: (B, 1, 64, 64)."""
-        return self.images[split][idx].float()
+        """Float images in [0, 1] for index tensor idx: (B, 1, 64, 64), channels-last strides
+        (free for one channel, and what channels-last convolutions want)."""
+        return self.images[split][idx].float().contiguous(memory_format=torch.channels_last)
 
 
 def entity_space(cfg: dict) -> EntitySpace:

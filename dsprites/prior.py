@@ -34,9 +34,9 @@ class MixturePrior(nn.Module):
         self.chol.copy_(chol)
         self.fitted.fill_(True)
 
-    def sample(self, components):
+    def sample(self, components, eps=None):
         """One code per entry of components (N,) long; differentiable in the means."""
-        return gmm.sample(self.means, self.chol, components)
+        return gmm.sample(self.means, self.chol, components, eps=eps)
 
     def sample_uniform(self, n: int):
         """n codes from the whole mixture, with their components."""

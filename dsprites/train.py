@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from common import config as configlib
-from common import metrics, runtime
+from common import distributed, metrics, runtime
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data import batches
 from common.errors import UserError
@@ -55,17 +55,26 @@ class State:
     disc_opt: torch.optim.Optimizer
     rel_opt: torch.optim.Optimizer
     table: torch.Tensor  # (R, K) relation targets
+    group: distributed.Group  # this process's place among torchrun's (rank 0 of 1 alone)
+    device: torch.device
+    amp: bool  # bf16 autocast in training forward passes
     epoch: int = 0  # epochs completed
     elapsed_s: float = 0.0  # training wall time over all sessions of this run
 
 
-def build_state(cfg: dict, data: Data, device) -> State:
-    m, space = cfg["model"], data.space
+def build_state(cfg: dict, data: Data, device, group=None) -> State:
+    m, space, t = cfg["model"], data.space, cfg["train"]
     model = AbsAE(m["z_dim"], m["channels"], m["hidden"], m["disc_hidden"], space.num_entities)
     rel = ReL(m["z_dim"], len(space.relation_names), m["rel_hidden"])
     prior = MixturePrior(space.num_entities, m["z_dim"], cfg["prior"]["learn_means"])
     model, rel, prior = model.to(device), rel.to(device), prior.to(device)
-    t = cfg["train"]
+    if t["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    if t["compile"]:
+        for module in (model.encoder, model.decoder, model.discriminator, rel):
+            module.compile()  # in place: state_dict keys and checkpoints stay the same
+    group = group or distributed.Group()
+    group.broadcast_parameters([model, rel, prior])
     rel_groups = [{"params": list(rel.parameters())}]
     if cfg["prior"]["learn_means"]:
         rel_groups.append({"params": [prior.means], "lr": cfg["prior"]["means_lr"]})
@@ -78,6 +87,9 @@ def build_state(cfg: dict, data: Data, device) -> State:
                                   betas=(0.5, 0.999)),
         rel_opt=torch.optim.Adam(rel_groups, lr=t["rel_lr"]),
         table=torch.as_tensor(space.table, device=device),
+        group=group,
+        device=torch.device(device),
+        amp=t["amp"] == "bf16" or (t["amp"] == "auto" and torch.device(device).type == "cuda"),
     )
 
 
@@ -85,44 +97,55 @@ def build_state(cfg: dict, data: Data, device) -> State:
 # The three phases
 
 
-def adversarial_autoencoder_step(state, x, cfg, real, real_slot, codes_slot, extra=None,
+def fast(state, module, *inputs):
+    """A training forward pass: bf16 autocast when train.amp is on, fp32 out for the losses."""
+    with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.amp):
+        return module(*inputs).float()
+
+
+def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_slots, n_recon,
                                  supervised=None):
-    """One reconstruction + discriminator + encoder step; returns the losses as floats.
+    """One reconstruction + discriminator + encoder update; returns the losses (tensors).
 
-    x: clean images; real (N, D) prior samples with their discriminator slots; codes_slot: slot
-    of each code of x; extra: optional (images, slots) encoded alongside x (the labelled batch);
-    supervised: optional f(codes of extra) -> an extra encoder loss.
+    images/inputs: clean and augmented images (N, 1, 64, 64), this rank's share; the first
+    n_recon are reconstructed. slots (N,): discriminator slot of each code (entity or K =
+    unlabelled); real (M, D) prior samples with real_slots (M,). supervised: optional
+    f(codes of images[n_recon:]) -> an extra encoder loss.
     """
-    model = state.model
-    images = x if extra is None else torch.cat([x, extra[0]])
-    slots = codes_slot if extra is None else torch.cat([codes_slot, extra[1]])
-    z = model.encoder(augment(images, cfg))
-    recon = loss.reconstruction(model.decoder(z[: len(x)]), x)
+    model, group = state.model, state.group
+    z = fast(state, model.encoder, inputs)
+    recon = loss.reconstruction(fast(state, model.decoder, z[:n_recon]), images[:n_recon])
 
-    d_loss = loss.discriminator(model.discriminator(real, real_slot),
-                                model.discriminator(z.detach(), slots))
+    d_loss = loss.discriminator(fast(state, model.discriminator, real, real_slots),
+                                fast(state, model.discriminator, z.detach(), slots))
     state.disc_opt.zero_grad(set_to_none=True)
     d_loss.backward()
+    group.average_gradients(model.discriminator.parameters())
     state.disc_opt.step()
 
-    g_loss = loss.generator(model.discriminator(z, slots))
+    g_loss = loss.generator(fast(state, model.discriminator, z, slots))
     total = recon + cfg["train"]["adv_weight"] * g_loss
     losses = {"recon": recon, "disc": d_loss, "gen": g_loss}
     if supervised is not None:
-        losses["sup"] = supervised(z[len(x):])
+        losses["sup"] = supervised(z[n_recon:])
         total = total + cfg["train"]["sup_weight"] * losses["sup"]
     state.ae_opt.zero_grad(set_to_none=True)
     total.backward()
+    group.average_gradients(model.autoencoder_parameters())
     state.ae_opt.step()
     return losses
 
 
 def warmup_step(state, data, idx, cfg):
     """Phase 1: plain adversarial autoencoder against the simple prior; no labels."""
+    shard = state.group.shard  # randomness is drawn for the global batch, then split by rank
     x = data.batch("train", idx)
-    unlabelled = torch.full((len(x),), data.space.num_entities, device=x.device)
+    x_in = augment(x, cfg)
     real = sample_warmup(cfg["prior"]["warmup"], len(x), cfg["model"]["z_dim"], x.device)
-    return adversarial_autoencoder_step(state, x, cfg, real, unlabelled, unlabelled)
+    x, x_in, real = shard(x), shard(x_in), shard(real)
+    unlabelled = torch.full((len(x),), data.space.num_entities, device=x.device)
+    return adversarial_autoencoder_step(state, cfg, x, x_in, unlabelled, real, unlabelled,
+                                        n_recon=len(x))
 
 
 @torch.no_grad()
@@ -137,21 +160,27 @@ def init_adaptive_prior(state, data, cfg):
 
 def relational_step(state, data, idx, cfg):
     """Phase 3: labelled codes to their own component, the rest to the mixture; then ReL."""
-    t, space, prior = cfg["train"], data.space, state.prior
+    t, space, prior, shard = cfg["train"], data.space, state.prior, state.group.shard
     x = data.batch("train", idx)
     pick = torch.randint(0, len(data.labelled), (t["labelled_batch_size"],), device=x.device)
     labelled = data.labelled[pick]
     x_lab, y_lab = data.batch("train", labelled), data.entities["train"][labelled]
-
-    unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
+    x_in, x_lab_in = augment(x, cfg), augment(x_lab, cfg)
     with torch.no_grad():
         z_mix, _ = prior.sample_uniform(len(x))
         z_own = prior.sample(y_lab)
+    x, x_in, z_mix = shard(x), shard(x_in), shard(z_mix)
+    x_lab, x_lab_in, y_lab, z_own = shard(x_lab), shard(x_lab_in), shard(y_lab), shard(z_own)
+
+    unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
     losses = adversarial_autoencoder_step(
-        state, x, cfg,
-        real=torch.cat([z_mix, z_own]), real_slot=torch.cat([unlabelled, y_lab]),
-        codes_slot=unlabelled, extra=(x_lab, y_lab),
-        supervised=(lambda z_lab: loss.labelled_nll(z_lab, y_lab, prior.means.detach(), prior.chol))
+        state, cfg,
+        images=torch.cat([x, x_lab]), inputs=torch.cat([x_in, x_lab_in]),
+        slots=torch.cat([unlabelled, y_lab]),
+        real=torch.cat([z_mix, z_own]), real_slots=torch.cat([unlabelled, y_lab]),
+        n_recon=len(x),
+        supervised=(lambda z_lab: loss.labelled_nll(z_lab, y_lab, prior.means.detach(),
+                                                    prior.chol))
         if t["sup_weight"] > 0 else None,
     )
     for _ in range(t["rel_steps"]):
@@ -161,19 +190,23 @@ def relational_step(state, data, idx, cfg):
 
 def rel_step(state, space, cfg):
     """ReL on prior samples: source from entity e, relation r, target component r(e)."""
-    t, prior = cfg["train"], state.prior
+    t, prior, group = cfg["train"], state.prior, state.group
     device = prior.means.device
     source = torch.randint(0, space.num_entities, (t["rel_batch_size"],), device=device)
     relation = torch.randint(0, len(space.relation_names), (t["rel_batch_size"],), device=device)
     target = state.table[relation, source]
-    moved = state.rel(prior.sample(source), relation)
-    rel_loss = loss.relational(moved, prior.sample(target), target, prior.means, prior.chol,
-                               t["rel_loss"])
+    eps = torch.randn(2, t["rel_batch_size"], prior.means.shape[1], device=device)
+    source, relation, target, eps = (group.shard(v) for v in (source, relation, target,
+                                                              eps.transpose(0, 1)))
+    moved = fast(state, state.rel, prior.sample(source, eps[:, 0]), relation)
+    rel_loss = loss.relational(moved, prior.sample(target, eps[:, 1]), target, prior.means,
+                               prior.chol, t["rel_loss"])
     total = rel_loss
     if cfg["prior"]["learn_means"]:
         total = total + loss.separation(prior.means, prior.chol, cfg["prior"]["min_separation"])
     state.rel_opt.zero_grad(set_to_none=True)
     total.backward()
+    group.average_gradients([p for g in state.rel_opt.param_groups for p in g["params"]])
     state.rel_opt.step()
     return rel_loss
 
@@ -188,7 +221,7 @@ def train_epoch(state, data, cfg, phase: str) -> dict:
     bar = tqdm(order, desc=f"epoch {state.epoch + 1} {phase}", leave=False, file=sys.stderr,
                dynamic_ncols=True, disable=not sys.stderr.isatty())
     for i, idx in enumerate(bar):
-        losses = {k: v.item() for k, v in step(state, data, idx, cfg).items()}
+        losses = {k: v.item() for k, v in state.group.mean(step(state, data, idx, cfg)).items()}
         for name, value in losses.items():
             if not math.isfinite(value):
                 raise TrainingDiverged(
@@ -303,6 +336,8 @@ def train(state, data, cfg, run: RunFolder) -> None:
         losses = train_epoch(state, data, cfg, phase)
         state.epoch += 1
         state.elapsed_s += time.perf_counter() - start
+        if not state.group.is_main:  # rank 0 alone evaluates and writes
+            continue
         last = state.epoch == total
         val = {}
         if phase == "relational" and (state.epoch % cfg["run"]["eval_every"] == 0 or last):
@@ -361,11 +396,14 @@ def load_run_config(run: RunFolder) -> dict:
 
 
 def setup(cfg):
+    """Threads, seed, process group, device and data: (group, device, data)."""
     if cfg["run"]["threads"] > 0:
         torch.set_num_threads(cfg["run"]["threads"])
     runtime.seed_everything(cfg["run"]["seed"])
-    device = runtime.pick_device(cfg["run"]["device"])
-    return device, load_data(cfg, device, REPO)
+    group, device_name = distributed.init(cfg["run"]["device"])
+    distributed.check_divisible(cfg["train"], group.world)
+    device = runtime.pick_device(device_name)
+    return group, device, load_data(cfg, device, REPO)
 
 
 def main(argv=None) -> int:
@@ -373,7 +411,7 @@ def main(argv=None) -> int:
     if args.evaluate:
         run = RunFolder.open(args.evaluate)
         cfg = load_run_config(run)
-        device, data = setup(cfg)
+        _, device, data = setup(cfg)
         state = build_state(cfg, data, device)
         restore(state, run, device)
         report(finish(state, data, cfg, run))
@@ -384,20 +422,28 @@ def main(argv=None) -> int:
         cfg = load_run_config(run)
     else:
         cfg = resolve_config(args)
-    device, data = setup(cfg)  # data problems surface before any run folder is made
-    state = build_state(cfg, data, device)
+    group, device, data = setup(cfg)  # data problems surface before any run folder is made
+    state = build_state(cfg, data, device, group)
     if args.resume:
-        run.remove_stale_temporaries()
         if run.checkpoint.exists():
             restore(state, run, device)
-        run.keep_metrics_through(state.epoch)
-    else:
+        if group.is_main:
+            run.remove_stale_temporaries()
+            run.keep_metrics_through(state.epoch)
+    elif group.is_main:
         root = Path(cfg["run"]["root"])
         run = RunFolder.create(root if root.is_absolute() else REPO / root, DATASET,
                                cfg["run"]["name"], cfg)
-    print(f"run folder: {run.path}", file=sys.stderr)
+    else:
+        run = None
+    if group.is_main:
+        print(f"run folder: {run.path}", file=sys.stderr)
     train(state, data, cfg, run)
+    if not group.is_main:
+        group.barrier()
+        return 0
     report(finish(state, data, cfg, run))
+    group.barrier()
     return _done(run)
 
 
@@ -430,7 +476,9 @@ def parse_args(argv):
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        code = main()
+        distributed.shutdown()
+        sys.exit(code)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
