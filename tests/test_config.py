@@ -46,7 +46,7 @@ def test_override_each_type():
         "train.lr=0.25",
         "train.disc_lr=1e-3",
         "train.rel_lr=5",  # int text for a float key
-        "prior.learn_means=true",
+        "prior.learn_means=false",
         "run.name=my run=1",  # '=' after the first belongs to the value
         "data.split=[0.6, 0.2, 0.2]",
         "entities.bins.posX=[[0,1],[30,31]]",
@@ -55,7 +55,7 @@ def test_override_each_type():
     assert cfg["train"]["lr"] == 0.25 and type(cfg["train"]["lr"]) is float
     assert cfg["train"]["disc_lr"] == 1e-3
     assert cfg["train"]["rel_lr"] == 5.0 and type(cfg["train"]["rel_lr"]) is float
-    assert cfg["prior"]["learn_means"] is True
+    assert cfg["prior"]["learn_means"] is False
     assert cfg["run"]["name"] == "my run=1"
     assert cfg["data"]["split"] == [0.6, 0.2, 0.2]
     assert cfg["entities"]["bins"]["posX"] == [[0, 1], [30, 31]]

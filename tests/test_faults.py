@@ -15,8 +15,9 @@ import torch
 
 from tests.test_train_dsprites import REPO, SCRIPT, run, tiny
 
-# Runs train.py with one fault armed: the process SIGKILLs itself at the chosen point of the
-# (after+1)-th checkpoint write. The training code itself is untouched.
+# Runs train.py with one fault armed: the process SIGKILLs itself at its (after+1)-th optimiser
+# step ("step"), or at the chosen point of its (after+1)-th checkpoint write. The training code
+# itself is untouched.
 WRAPPER = """
 import os, runpy, signal, sys
 import common.checkpoint as ck
@@ -25,7 +26,15 @@ calls = {"n": 0}
 def armed():
     calls["n"] += 1
     return calls["n"] > after
-if point == "disk_full":
+if point == "step":
+    import torch
+    real_step = torch.optim.Adam.step
+    def step(self, *args, **kwargs):
+        if armed():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_step(self, *args, **kwargs)
+    torch.optim.Adam.step = step
+elif point == "disk_full":
     import errno
     real_save = ck.torch.save
     def save(obj, handle, *args, **kwargs):
@@ -67,43 +76,39 @@ def reference(tmp_path_factory):
     return comparable(json.loads((tmp / "runs" / "reference" / "metrics.json").read_text()))
 
 
-def rows_done(run_dir: Path) -> int:
-    csv = run_dir / "metrics.csv"
-    return max(len(csv.read_text().splitlines()) - 1, 0) if csv.exists() else 0
+def run_with_fault(tmp_path, point, after, args):
+    env = {**os.environ, "FAULT_POINT": point, "FAULT_AFTER": str(after)}
+    return subprocess.run([sys.executable, "-c", WRAPPER, str(SCRIPT), *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
-def kill_when(proc, run_dir, rows: int, extra_s: float) -> bool:
-    """SIGKILL proc extra_s after the CSV holds `rows` epochs; False if it finished first."""
-    deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline and rows_done(run_dir) < rows:
-        time.sleep(0.02)
-    time.sleep(extra_s)
-    if proc.poll() is not None:
-        return False
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return True
+# The tiny run: 8 training steps per epoch; an optimiser step is 2 Adam calls in the warm-up
+# (discriminator, autoencoder) and 4 in the relational phase (+ 2 ReL updates).
+WARMUP_CALLS, RELATIONAL_CALLS = 8 * 2, 8 * 4
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_kills_in_every_phase_lose_nothing(tmp_path, reference, seed):
     rng = random.Random(seed)
     run_dir = tmp_path / "runs" / "victim"
-    args = [sys.executable, str(SCRIPT), *tiny(tmp_path, "victim")]
-    kills = 0
-    # Kill once during the warm-up epoch, once in each relational epoch (or the final pictures).
-    for rows in (0, 1, 2):
-        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        kills += kill_when(proc, run_dir, rows, rng.uniform(0.0, 1.0))
-        if (run_dir / "metrics.json").exists():
-            break
-        # After any kill the checkpoint on disk is whole, safe to load, and not ahead of the CSV.
-        if (run_dir / "checkpoint.pt").exists():
-            epoch = torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]
-            assert 1 <= epoch <= rows_done(run_dir)
-        args = [sys.executable, str(SCRIPT), "--resume", str(run_dir)]
-    assert kills >= 2
+    # 1) killed during the warm-up epoch: nothing finished yet.
+    killed = run_with_fault(tmp_path, "step", rng.randrange(WARMUP_CALLS),
+                            tiny(tmp_path, "victim"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (run_dir / "checkpoint.pt").exists()
+    # 2) resumed (from scratch), killed in the first relational epoch.
+    killed = run_with_fault(tmp_path, "step",
+                            WARMUP_CALLS + rng.randrange(RELATIONAL_CALLS),
+                            ["--resume", str(run_dir)])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    # 3) resumed from epoch 1, killed in the last relational epoch.
+    killed = run_with_fault(tmp_path, "step", RELATIONAL_CALLS + rng.randrange(RELATIONAL_CALLS),
+                            ["--resume", str(run_dir)])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert not (run_dir / "metrics.json").exists()
+
     final = run(["--resume", str(run_dir)])
     assert final.returncode == 0, final.stderr
     assert comparable(json.loads((run_dir / "metrics.json").read_text())) == reference
@@ -111,13 +116,28 @@ def test_random_kills_in_every_phase_lose_nothing(tmp_path, reference, seed):
         ["epoch", "1", "2", "3"]
 
 
+def test_kill_during_final_evaluation_resumes_to_the_same_result(tmp_path, reference):
+    run_dir = tmp_path / "runs" / "victim"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *tiny(tmp_path, "victim")], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if (run_dir / "checkpoint.pt").exists() and \
+                torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 3:
+            break  # training done: now evaluating and drawing
+        time.sleep(0.01)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = run(["--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(json.loads((run_dir / "metrics.json").read_text())) == reference
+
+
 @pytest.mark.parametrize("point", ["mid_write", "before_rename"])
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, reference, point):
     run_dir = tmp_path / "runs" / "victim"
-    env = {**os.environ, "FAULT_POINT": point, "FAULT_AFTER": "1"}  # dies writing epoch 2's
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(SCRIPT),
-                           *tiny(tmp_path, "victim")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_with_fault(tmp_path, point, 1, tiny(tmp_path, "victim"))  # dies writing epoch 2's
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 1  # the half-written epoch-2 checkpoint was never swapped in
@@ -129,10 +149,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, refere
 
 def test_disk_full_while_checkpointing_stops_cleanly_and_resumes(tmp_path, reference):
     run_dir = tmp_path / "runs" / "victim"
-    env = {**os.environ, "FAULT_POINT": "disk_full", "FAULT_AFTER": "1"}
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(SCRIPT),
-                           *tiny(tmp_path, "victim")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_with_fault(tmp_path, "disk_full", 1, tiny(tmp_path, "victim"))
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert "No space left on device" in last and "--resume" in last, last
