@@ -136,3 +136,16 @@ def test_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pat
     checkpoint = torch.load(tmp_path / "runs" / "nan" / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
+def test_gpu_path_switches_bf16_and_compile_run_and_checkpoint_portably(tmp_path):
+    result = run([*tiny(tmp_path, "fast", epochs=(1, 1)), "train.amp=bf16",
+                  "train.compile=true", "train.channels_last=true"])
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "fast"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 < metrics["test/recon_loss"] < 5000
+    import torch
+
+    keys = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"].keys()
+    assert not any("_orig_mod" in k for k in keys)  # loads into an uncompiled model
