@@ -48,7 +48,7 @@ def write_pictures(run, state, data, cfg, results) -> None:
     }, out / "training_curves.png", log_panels=("reconstruction",))
 
     images, labels = data.images["test"], data.entities["test"]
-    z = torch.cat([model.encoder(images[i:i + 1024].float()) for i in range(0, len(images), 1024)])
+    z = model.encode_images(images)
     names = entity_names(data.space)
     plots.latent_scatter(z.cpu().numpy(), labels.cpu().numpy(), prior.means.detach().cpu().numpy(),
                          out / "latent_space.png", names=names)

@@ -88,6 +88,12 @@ class AbsAE(nn.Module):
     def autoencoder_parameters(self):
         return [*self.encoder.parameters(), *self.decoder.parameters()]
 
+    @torch.no_grad()
+    def encode_images(self, images, chunk: int = 1024):
+        """Codes of stored images (N, 1, 64, 64) uint8 or float, in chunks: (N, z_dim)."""
+        return torch.cat([self.encoder(images[i:i + chunk].float())
+                          for i in range(0, len(images), chunk)])
+
 
 class ReL(nn.Module):
     """Relational learner: R(z, r) -> code of z moved by relation r into the target region."""

@@ -12,6 +12,7 @@ The last line printed is the run folder.
 """
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -153,7 +154,7 @@ def init_adaptive_prior(state, data, cfg):
     """Phase 2: one component per entity, fitted to the encoded labelled images."""
     state.model.eval()
     idx = data.labelled
-    z = torch.cat([state.model.encoder(data.batch("train", part)) for part in idx.split(1024)])
+    z = state.model.encode_images(data.batch("train", idx))
     state.prior.fit(z, data.entities["train"][idx], cfg["prior"]["gm_cov"])
     state.model.train()
 
@@ -237,20 +238,12 @@ def train_epoch(state, data, cfg, phase: str) -> dict:
 
 
 @torch.no_grad()
-def encode(state, data, split):
-    state.model.eval()
-    images = data.images[split]
-    return torch.cat([state.model.encoder(images[i:i + 1024].float())
-                      for i in range(0, len(images), 1024)])
-
-
-@torch.no_grad()
 def evaluate(state, data, cfg, split: str) -> dict:
     """Reconstruction, clustering and relation metrics on one split, keys '<split>/...'."""
     state.model.eval()
     state.rel.eval()
     images = data.images[split]
-    z = encode(state, data, split)
+    z = state.model.encode_images(images)
     recon = sum(float(loss.reconstruction(state.model.decoder(z[i:i + 1024]),
                                           images[i:i + 1024].float())) * len(z[i:i + 1024])
                 for i in range(0, len(z), 1024)) / max(len(z), 1)
@@ -384,8 +377,7 @@ def _preset(name):
         return {}
     if name not in PRESETS:
         raise UserError(f"unknown preset '{name}'; choose from {sorted(PRESETS)}")
-    return {k: (v if isinstance(v, str) else __import__('json').dumps(v))
-            for k, v in PRESETS[name].items()}
+    return {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in PRESETS[name].items()}
 
 
 def load_run_config(run: RunFolder) -> dict:
