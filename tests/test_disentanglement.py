@@ -1,0 +1,268 @@
+"""common.disentanglement: known answers on a toy dataset whose "representation" is a fixed
+function of its ground-truth factors (identity, constant, noise, duplicated, rotated), as
+disentanglement_lib's metric tests do."""
+import math
+
+import numpy as np
+import pytest
+
+from common import disentanglement as dis
+from common.errors import UserError
+
+SIZES = (4, 5, 6)
+F = len(SIZES)
+CHANCE = float(np.mean([1 / s for s in SIZES]))  # accuracy of a factor predictor without information
+N_TRAIN, N_TEST = 3000, 1500
+
+
+def _sample_factors(rng, n):
+    return np.stack([rng.integers(s, size=n) for s in SIZES], 1)  # (n, F)
+
+
+def identity(f, rng):
+    """Each factor scaled to about unit range in its own dimension, with tiny noise."""
+    return (f - (np.array(SIZES) - 1) / 2) / np.array(SIZES) + 0.01 * rng.standard_normal(f.shape)
+
+
+def constant(f, rng):
+    return np.zeros((len(f), F))
+
+
+def noise(f, rng):
+    return rng.standard_normal((len(f), F))
+
+
+def duplicated(f, rng):
+    """Factor 0 copied into two dimensions (independent tiny noise each)."""
+    z = identity(f, rng)
+    return np.concatenate([z[:, :1], z[:, :1] + 0.01 * rng.standard_normal((len(f), 1)), z[:, 1:]], 1)
+
+
+def rotated(f, rng):
+    """Factors 0 and 1 mixed by a 45-degree rotation; factor 2 left alone."""
+    z = identity(f, rng)
+    a, b = z[:, 0].copy(), z[:, 1].copy()
+    z[:, 0], z[:, 1] = (a + b) / math.sqrt(2), (a - b) / math.sqrt(2)
+    return z
+
+
+def _arrays(rep, n, seed):
+    rng = np.random.default_rng(seed)
+    f = _sample_factors(rng, n)
+    return rep(f, rng), f
+
+
+def _sample_fn(rep, seed=10):
+    """FactorVAE interface: codes of `batch` points with factor k fixed at `value` (None: none fixed)."""
+    rng = np.random.default_rng(seed)
+
+    def sample(k, value, batch):
+        f = _sample_factors(rng, batch)
+        if k is not None:
+            f[:, k] = value
+        return rep(f, rng)
+    return sample
+
+
+def _pair_fn(rep, seed=20):
+    """BetaVAE interface: pairs of codes sharing factor k (= values[i] for pair i)."""
+    rng = np.random.default_rng(seed)
+
+    def pairs(k, values):
+        f1, f2 = _sample_factors(rng, len(values)), _sample_factors(rng, len(values))
+        f1[:, k] = f2[:, k] = values
+        return rep(f1, rng), rep(f2, rng)
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def dci_scores():
+    out = {}
+    for rep in (identity, constant, duplicated, rotated):
+        z_train, f_train = _arrays(rep, N_TRAIN, 1)
+        z_test, f_test = _arrays(rep, N_TEST, 2)
+        out[rep.__name__] = dis.dci(z_train, f_train, z_test, f_test)
+    return out
+
+
+# ---------------------------------------------------------------- discretize and mutual information
+
+
+@pytest.mark.parametrize("bins", [2, 7, 20])
+def test_discretize_gives_labels_one_to_bins(bins):
+    codes = np.random.default_rng(0).standard_normal((5000, 3))
+    labels = dis.discretize(codes, bins)
+    assert labels.shape == codes.shape
+    for i in range(3):
+        assert np.array_equal(np.unique(labels[:, i]), np.arange(1, bins + 1))
+        # equal-width bins: the minimum is in bin 1 and the maximum in the last bin
+        assert labels[codes[:, i].argmin(), i] == 1 and labels[codes[:, i].argmax(), i] == bins
+
+
+def test_discretize_constant_dimension_is_one_bin():
+    assert len(np.unique(dis.discretize(np.full((100, 1), 3.0), 20))) == 1
+
+
+def test_mutual_info_matrix_matches_hand_computed():
+    codes = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 1, 1]])  # (4 points, 3 codes)
+    factors = np.array([[0], [0], [1], [1]])
+    got = dis.mutual_info_matrix(codes, factors)
+    # code 0 = (0,0,0,1) vs factor (0,0,1,1): p(0,0)=1/2, p(0,1)=1/4, p(1,1)=1/4
+    by_hand = 0.5 * math.log(0.5 / (0.75 * 0.5)) + 0.25 * math.log(0.25 / (0.75 * 0.5)) \
+        + 0.25 * math.log(0.25 / (0.25 * 0.5))
+    assert got.shape == (3, 1)
+    assert got[0, 0] == pytest.approx(by_hand, abs=1e-12)
+    assert got[1, 0] == pytest.approx(math.log(2), abs=1e-12)  # code 1 equals the factor
+    assert got[2, 0] == pytest.approx(0.0, abs=1e-12)  # code 2 is independent of it
+
+
+# ---------------------------------------------------------------- MIG
+
+
+def test_mig_identity_near_one():
+    assert dis.mig(*_arrays(identity, N_TRAIN, 1))["mig"] > 0.95
+
+
+def test_mig_constant_and_noise_near_zero():
+    assert dis.mig(*_arrays(constant, N_TRAIN, 1))["mig"] == 0.0
+    assert dis.mig(*_arrays(noise, N_TRAIN, 1))["mig"] < 0.03
+
+
+def test_mig_duplicated_factor_has_no_gap():
+    # the duplicated factor's gap is ~0, the other two are ~1
+    assert dis.mig(*_arrays(duplicated, N_TRAIN, 1))["mig"] == pytest.approx((F - 1) / F, abs=0.03)
+
+
+def test_mig_rotation_lowers_it():
+    mixed = dis.mig(*_arrays(rotated, N_TRAIN, 1))["mig"]
+    assert mixed < dis.mig(*_arrays(identity, N_TRAIN, 1))["mig"] - 0.3
+
+
+# ---------------------------------------------------------------- SAP
+
+
+def test_sap_identity():
+    z, f = _arrays(identity, N_TRAIN, 1)
+    # the matching dimension classifies perfectly, the runner-up is at chance 1/K
+    assert dis.sap(z, f)["sap"] == pytest.approx(1 - CHANCE, abs=0.05)
+    assert dis.sap(z, f, continuous=True)["sap"] > 0.95
+
+
+def test_sap_constant_is_zero():
+    z, f = _arrays(constant, N_TRAIN, 1)
+    assert dis.sap(z, f)["sap"] == pytest.approx(0.0, abs=1e-12)
+    assert dis.sap(z, f, continuous=True)["sap"] == 0.0
+
+
+def test_sap_noise_near_zero():
+    z, f = _arrays(noise, N_TRAIN, 1)
+    assert dis.sap(z, f)["sap"] < 0.05
+    assert dis.sap(z, f, continuous=True)["sap"] < 0.01
+
+
+def test_sap_duplicated_factor_has_no_gap():
+    z, f = _arrays(duplicated, N_TRAIN, 1)
+    assert dis.sap(z, f, continuous=True)["sap"] == pytest.approx((F - 1) / F, abs=0.03)
+
+
+# ---------------------------------------------------------------- DCI
+
+
+def test_dci_formulas_on_hand_made_importances():
+    assert dis.dci_disentanglement(np.eye(3)) == pytest.approx(1.0, abs=1e-6)
+    assert dis.dci_completeness(np.eye(3)) == pytest.approx(1.0, abs=1e-6)
+    for flat in (np.ones((3, 3)), np.zeros((3, 3))):
+        assert dis.dci_disentanglement(flat) == pytest.approx(0.0, abs=1e-6)
+        assert dis.dci_completeness(flat) == pytest.approx(0.0, abs=1e-6)
+    # code 0 serves factor 0 only (D_0 = 1), code 1 both equally (D_1 = 0); code 1 carries 2/3 of
+    # the importance, so D = 1/3 (an unweighted mean would give 1/2). Likewise C = 1/3.
+    r = np.array([[1.0, 0.0], [1.0, 1.0]])
+    assert dis.dci_disentanglement(r) == pytest.approx(1 / 3, abs=1e-6)
+    assert dis.dci_completeness(r) == pytest.approx(1 / 3, abs=1e-6)
+    # entropy in base num_factors: a code split evenly over 2 of 4 factors scores 1 - log 2 / log 4
+    split = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    assert dis.dci_disentanglement(split) == pytest.approx((0.5 * 2 + 1 + 1) / 4, abs=1e-6)
+
+
+def test_dci_identity(dci_scores):
+    s = dci_scores["identity"]
+    assert s["dci_disentanglement"] > 0.9
+    assert s["dci_completeness"] > 0.9
+    assert s["dci_informativeness"] > 0.95
+
+
+def test_dci_constant(dci_scores):
+    s = dci_scores["constant"]
+    assert s["dci_disentanglement"] == pytest.approx(0.0, abs=1e-6)
+    assert s["dci_completeness"] == pytest.approx(0.0, abs=1e-6)
+    assert s["dci_informativeness"] == pytest.approx(CHANCE, abs=0.05)
+
+
+def test_dci_duplicated_factor_lowers_completeness_only(dci_scores):
+    s = dci_scores["duplicated"]
+    # factor 0 shared evenly by 2 of 4 codes: C_0 = 1 - log 2 / log 4 = 1/2, the others 1
+    assert s["dci_completeness"] == pytest.approx((0.5 + 1 + 1) / 3, abs=0.05)
+    assert s["dci_completeness"] < dci_scores["identity"]["dci_completeness"] - 0.1
+    assert s["dci_disentanglement"] > 0.9
+
+
+def test_dci_rotation_lowers_disentanglement(dci_scores):
+    s = dci_scores["rotated"]
+    # two codes split evenly over 2 of 3 factors, each 1/3 of the importance: D = (2 (1 - log_3 2) + 1) / 3
+    expected = (2 * (1 - math.log(2) / math.log(3)) + 1) / 3
+    assert s["dci_disentanglement"] == pytest.approx(expected, abs=0.05)
+    assert s["dci_disentanglement"] < dci_scores["identity"]["dci_disentanglement"] - 0.3
+    assert s["dci_informativeness"] > 0.95  # the factors are still linearly decodable
+
+
+# ---------------------------------------------------------------- FactorVAE and BetaVAE
+
+
+def test_factor_vae_identity_near_one():
+    assert dis.factor_vae_score(_sample_fn(identity), SIZES, np.random.default_rng(0))["factor_vae"] > 0.95
+
+
+def test_factor_vae_noise_at_chance():
+    score = dis.factor_vae_score(_sample_fn(noise), SIZES, np.random.default_rng(0))["factor_vae"]
+    assert score == pytest.approx(1 / F, abs=0.1)
+
+
+def test_factor_vae_constant_has_no_active_dims():
+    # disentanglement_lib's convention: with every dimension pruned the score is 0, not chance
+    out = dis.factor_vae_score(_sample_fn(constant), SIZES, np.random.default_rng(0))
+    assert out["num_active_dims"] == 0 and out["factor_vae"] == 0.0
+
+
+def test_beta_vae_identity_near_one():
+    assert dis.beta_vae_score(_pair_fn(identity), SIZES, np.random.default_rng(0))["beta_vae"] > 0.95
+
+
+@pytest.mark.parametrize("rep", [constant, noise])
+def test_beta_vae_uninformative_at_chance(rep):
+    score = dis.beta_vae_score(_pair_fn(rep), SIZES, np.random.default_rng(0))["beta_vae"]
+    assert score == pytest.approx(1 / F, abs=0.08)
+
+
+# ---------------------------------------------------------------- bad arguments
+
+
+def test_bad_arguments_raise_user_error():
+    z, f = _arrays(identity, 200, 1)
+    with pytest.raises(UserError, match="integer"):
+        dis.mig(z, f + 0.5)
+    with pytest.raises(UserError, match="num_points"):
+        dis.mig(z, f[:100])
+    with pytest.raises(UserError, match="at least 2 code"):
+        dis.mig(z[:, :1], f)
+    with pytest.raises(UserError, match="constant"):
+        dis.mig(z, np.zeros_like(f))
+    with pytest.raises(UserError, match="NaN"):
+        dis.sap(np.full_like(z, np.nan), f)
+    with pytest.raises(UserError, match="bins"):
+        dis.discretize(z, 1)
+    with pytest.raises(UserError, match="differ"):
+        dis.dci(z, f, z[:, :2], f)
+    with pytest.raises(UserError, match="Generator"):
+        dis.factor_vae_score(_sample_fn(identity), SIZES, 0)
+    with pytest.raises(UserError, match="shape"):
+        dis.beta_vae_score(lambda k, v: (np.zeros((3, F)), np.zeros((3, F))), SIZES, np.random.default_rng(0))
