@@ -427,3 +427,56 @@ def beta_vae_score(sample_pair_fn, factor_sizes, rng, batch_size: int = 64, num_
     w, b = _fit_softmax(x_train, y_train, len(sizes), l2=l2, steps=steps)
     return {"beta_vae": float(((x_eval @ w + b).argmax(1) == y_eval).double().mean()),
             "beta_vae_train": float(((x_train @ w + b).argmax(1) == y_train).double().mean())}
+
+
+# ---------------------------------------------------------------- all five, from stored codes
+
+
+def _varying_factors(factors_fit: np.ndarray, factors: np.ndarray):
+    """Drop factors with a single value among the scored rows; map each factor's raw values to
+    0..n-1, consistently in both sets."""
+    keep = [k for k in range(factors.shape[1]) if len(np.unique(factors[:, k])) > 1]
+    fit_out, out, sizes = [], [], []
+    for k in keep:
+        values = np.unique(np.concatenate([factors_fit[:, k], factors[:, k]]))
+        fit_out.append(np.searchsorted(values, factors_fit[:, k]))
+        out.append(np.searchsorted(values, factors[:, k]))
+        sizes.append(len(values))
+    return np.stack(fit_out, 1), np.stack(out, 1), sizes
+
+
+def scores_from_codes(codes_fit, factors_fit, codes, factors, seed: int = 0) -> dict:
+    """MIG, SAP, DCI, FactorVAE and BetaVAE of a representation, from codes of stored images.
+
+    codes/factors: held-out images' codes and ground-truth factor indices (scored);
+    codes_fit/factors_fit: another held-out set, used to fit DCI's predictors. Factors with a
+    single value in the data are left out. FactorVAE and BetaVAE draw their fixed-factor batches
+    from the stored (codes, factors) rows (with replacement), so no image is encoded twice.
+    """
+    fit_f, f, sizes = _varying_factors(np.asarray(factors_fit), np.asarray(factors))
+    codes, codes_fit = np.asarray(codes, dtype=np.float64), np.asarray(codes_fit, np.float64)
+    rng = np.random.default_rng(seed)
+    # Fixed-factor batches may only use values that occur among the scored rows.
+    present = [np.unique(f[:, k]) for k in range(f.shape[1])]
+    rows_with = [[np.flatnonzero(f[:, k] == v) for v in values] for k, values in enumerate(present)]
+    present_sizes = [len(values) for values in present]
+
+    def sample(k, value, batch):
+        if k is None:
+            return codes[rng.integers(len(codes), size=batch)]
+        rows = rows_with[k][value]
+        return codes[rows[rng.integers(len(rows), size=batch)]]
+
+    def sample_pair(k, values):
+        return (np.stack([sample(k, v, 1)[0] for v in values]),
+                np.stack([sample(k, v, 1)[0] for v in values]))
+
+    out = {}
+    out.update(mig(codes, f))
+    out.update(sap(codes, f))
+    out.update(dci(codes_fit, fit_f, codes, f))
+    out.update({k: v for k, v in factor_vae_score(sample, present_sizes, rng).items()
+                if k == "factor_vae"})
+    out.update({k: v for k, v in beta_vae_score(sample_pair, present_sizes, rng).items()
+                if k == "beta_vae"})
+    return out

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from common import config as configlib
-from common import distributed, metrics, runtime
+from common import disentanglement, distributed, metrics, runtime
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data import batches
 from common.errors import UserError
@@ -264,6 +264,17 @@ def evaluate(state, data, cfg, split: str) -> dict:
     return {f"{split}/{k}": v for k, v in out.items()}
 
 
+@torch.no_grad()
+def literature_scores(state, data) -> dict:
+    """MIG, SAP, DCI, FactorVAE, BetaVAE of the test codes against every ground-truth factor
+    (DCI's predictors are fitted on the validation codes)."""
+    codes = {s: state.model.encode_images(data.images[s]).cpu().numpy() for s in ("val", "test")}
+    classes = {s: data.classes[s].cpu().numpy() for s in ("val", "test")}
+    scores = disentanglement.scores_from_codes(codes["val"], classes["val"], codes["test"],
+                                               classes["test"], seed=0)
+    return {f"test/{k}": v for k, v in scores.items()}
+
+
 CSV_KEYS = ("val/recon_loss", "val/cluster_acc@0.99", "val/cluster_accept@0.99",
             "val/rel_acc_latent", "val/rel_acc_data", "val/min_separation")
 
@@ -355,6 +366,7 @@ def _progress_line(state, total, phase, losses, val) -> str:
 def finish(state, data, cfg, run: RunFolder) -> dict:
     """Final test metrics, metrics.json and every picture."""
     results = evaluate(state, data, cfg, "test")
+    results.update(literature_scores(state, data))
     results.update(evaluate(state, data, cfg, "val"))
     results["wall_time_s"] = state.elapsed_s
     results["epochs"] = state.epoch

@@ -266,3 +266,20 @@ def test_bad_arguments_raise_user_error():
         dis.factor_vae_score(_sample_fn(identity), SIZES, 0)
     with pytest.raises(UserError, match="shape"):
         dis.beta_vae_score(lambda k, v: (np.zeros((3, F)), np.zeros((3, F))), SIZES, np.random.default_rng(0))
+
+
+def test_scores_from_codes_identity_beats_constant_and_drops_constant_factors():
+    from common.disentanglement import scores_from_codes
+
+    rng = np.random.default_rng(0)
+    factors = np.stack([rng.integers(0, n, 2000) for n in (4, 5, 6)] + [np.zeros(2000, int)], 1)
+    factors[:, :3] += 10  # raw indices need not start at 0
+    identity = factors[:, :3] + 0.01 * rng.standard_normal((2000, 3))
+    good = scores_from_codes(identity[:1000], factors[:1000], identity[1000:], factors[1000:])
+    flat = np.zeros((2000, 3)) + 0.01 * rng.standard_normal((2000, 3))
+    bad = scores_from_codes(flat[:1000], factors[:1000], flat[1000:], factors[1000:])
+    assert set(good) == {"mig", "sap", "dci_disentanglement", "dci_completeness",
+                         "dci_informativeness", "factor_vae", "beta_vae"}
+    assert good["mig"] > 0.9 and good["dci_disentanglement"] > 0.9
+    assert good["factor_vae"] > 0.9 and good["beta_vae"] > 0.9
+    assert bad["mig"] < 0.05 and bad["dci_informativeness"] < 0.4 and bad["beta_vae"] < 0.5

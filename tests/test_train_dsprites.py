@@ -49,6 +49,9 @@ def test_train_writes_a_complete_run(tmp_path):
     for key in ("test/rel_acc_latent", "test/rel_accept_latent", "test/rel_acc_data"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["test/recon_loss"] > 0 and metrics["wall_time_s"] > 0
+    for key in ("mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness",
+                "factor_vae", "beta_vae"):
+        assert 0.0 <= metrics[f"test/{key}"] <= 1.0, key
     assert metrics["labelled_images"] == 27 * 5 and metrics["epochs"] == 3
     config = json.loads((run_dir / "config.json").read_text())
     assert config["data"]["labelled_per_entity"] == 5
