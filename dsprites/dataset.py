@@ -8,7 +8,6 @@ reads them back through `read_rows`, so the stand-in and the real file share one
 
 import hashlib
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.checkpoint import atomic_write
 from common.data import labelled_subset, split_indices, subset_classes
 from common.entities import EntitySpace
 from common.errors import UserError
@@ -293,19 +293,8 @@ def write_npz(path, imgs, classes, compressed=True):
                         f"{imgs.dtype} {imgs.shape}; pass one 64x64 image per classes row")
     values = np.stack([grid[classes[:, i]] for i, grid in enumerate(factor_values())], axis=1)
     arrays = {"imgs": imgs, "latents_classes": classes, "latents_values": values}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dsprites_", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_zip(f, arrays, zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a data file should be readable like any other
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    compression = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    atomic_write(Path(path).absolute(), lambda f: _write_zip(f, arrays, compression))
 
 
 def _write_zip(f, arrays, compression):
