@@ -267,18 +267,24 @@ def _check_importance(importance) -> np.ndarray:
     return importance
 
 
+def _weighted_specificity(importance: np.ndarray, axis: int) -> float:
+    """Sum over slices along `axis` of (1 - normalised entropy), weighted by each slice's share
+    of the total importance: disentanglement over codes (axis=1), completeness over factors
+    (axis=0)."""
+    specificity = 1.0 - _normalised_entropy(importance + ENTROPY_EPS, axis=axis)
+    if importance.sum() == 0:
+        importance = np.ones_like(importance)
+    weight = importance.sum(axis) / importance.sum()
+    return float(np.sum(specificity * weight))
+
+
 def dci_disentanglement(importance: np.ndarray) -> float:
     """DCI disentanglement of an importance matrix R (num_codes, num_factors), Eastwood & Williams.
 
     D_i = 1 - H_F(P_i.) with P_ij = R_ij / sum_k R_ik; D = sum_i rho_i D_i with the relative code
     importance rho_i = sum_j R_ij / sum R. All-zero R is scored as all-equal (D = 0).
     """
-    importance = _check_importance(importance)
-    per_code = 1.0 - _normalised_entropy(importance + ENTROPY_EPS, axis=1)
-    if importance.sum() == 0:
-        importance = np.ones_like(importance)
-    code_weight = importance.sum(1) / importance.sum()
-    return float(np.sum(per_code * code_weight))
+    return _weighted_specificity(_check_importance(importance), axis=1)
 
 
 def dci_completeness(importance: np.ndarray) -> float:
@@ -286,12 +292,7 @@ def dci_completeness(importance: np.ndarray) -> float:
     the relative factor importance sum_i R_ij / sum R (as disentanglement_lib; equal weights, the
     paper's plain mean, when every column sums to 1). All-zero R is scored as all-equal (C = 0).
     """
-    importance = _check_importance(importance)
-    per_factor = 1.0 - _normalised_entropy(importance + ENTROPY_EPS, axis=0)
-    if importance.sum() == 0:
-        importance = np.ones_like(importance)
-    factor_weight = importance.sum(0) / importance.sum()
-    return float(np.sum(per_factor * factor_weight))
+    return _weighted_specificity(_check_importance(importance), axis=0)
 
 
 def dci_importance(codes_train, factors_train, codes_test, factors_test,
