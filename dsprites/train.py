@@ -244,9 +244,8 @@ def evaluate(state, data, cfg, split: str) -> dict:
     state.rel.eval()
     images = data.images[split]
     z = state.model.encode_images(images)
-    recon = sum(float(loss.reconstruction(state.model.decoder(z[i:i + 1024]),
-                                          images[i:i + 1024].float())) * len(z[i:i + 1024])
-                for i in range(0, len(z), 1024)) / max(len(z), 1)
+    recon = sum(float(loss.reconstruction(state.model.decoder(part), batch.float())) * len(part)
+                for part, batch in zip(z.split(1024), images.split(1024))) / max(len(z), 1)
     out = {"recon_loss": recon}
     prior = state.prior
     if bool(prior.fitted):
