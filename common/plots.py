@@ -28,13 +28,17 @@ def image_grid(images, path, row_labels=None, col_labels=None, title=None, cell=
                 ax.set_title(col_labels[c], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # Leave room for the title above the first row (about 0.3 inch).
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()) if title else None)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=()):
-    """One panel per group {panel title: [column names]} of a metrics CSV (list of dicts)."""
+def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=(), phase_start=None):
+    """One panel per group {panel title: [column names]} of a metrics CSV (list of dicts).
+
+    phase_start: x where a new training phase begins, drawn as a dashed line on every panel.
+    """
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
     for ax, (title, keys) in zip(axes[0], groups.items()):
         for key in keys:
@@ -43,6 +47,8 @@ def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=()):
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="." if len(points) < 30 else None, label=key.split("/")[-1])
         ax.set_title(title, fontsize=9)
+        if phase_start is not None:
+            ax.axvline(phase_start, color="grey", linestyle="--", linewidth=0.8)
         if title in log_panels:
             ax.set_yscale("log")
         ax.set_xlabel(x_key)

@@ -45,7 +45,8 @@ def write_pictures(run, state, data, cfg, results) -> None:
         "adversarial game": ["train/disc", "train/gen"],
         "validation": ["val/cluster_acc@0.99", "val/cluster_accept@0.99",
                        "val/rel_acc_latent", "val/rel_acc_data"],
-    }, out / "training_curves.png", log_panels=("reconstruction",))
+    }, out / "training_curves.png", log_panels=("reconstruction",),
+        phase_start=cfg["train"]["warmup_epochs"] + 0.5)  # dashed: warm-up ends
 
     images, labels = data.images["test"], data.entities["test"]
     z = model.encode_images(images)
