@@ -1,6 +1,7 @@
-"""Training-speed benchmark of the dSprites pipeline.
+"""Training-speed benchmark of a dataset's pipeline (dSprites unless --dataset says otherwise).
 
-    python bench/run.py [--out FILE.json] [--device cpu|cuda] [--steps 30] [--time-to-acc]
+    python bench/run.py [--dataset dsprites|shapes3d|mpi3d] [--out FILE.json]
+                        [--device cpu|cuda] [--steps 30] [--time-to-acc]
                         [key=value ...]     # config overrides, as for train.py
 
 Measures, on the default config (or the overrides): images/s of a warm-up step and of a
@@ -13,6 +14,7 @@ Prints a table and writes flat JSON.
 """
 
 import argparse
+import importlib
 import json
 import resource
 import subprocess
@@ -26,8 +28,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from common import config as configlib  # noqa: E402
-from dsprites import train  # noqa: E402
-from dsprites.config import CONFIG, validate  # noqa: E402
+from common import evaluation, training  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,9 +66,9 @@ def step_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def time_to_accuracy(overrides, target=0.95) -> float | None:
+def time_to_accuracy(dataset, overrides, target=0.95) -> float | None:
     """Run train.py with evaluation every epoch; wall time when val acc@0.99 first >= target."""
-    result = subprocess.run([sys.executable, str(REPO / "dsprites" / "train.py"),
+    result = subprocess.run([sys.executable, str(REPO / dataset / "train.py"),
                              "run.eval_every=1", *overrides], capture_output=True, text=True,
                             cwd=REPO)
     if result.returncode != 0:
@@ -85,6 +86,7 @@ def time_to_accuracy(overrides, target=0.95) -> float | None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--dataset", default="dsprites", choices=["dsprites", "shapes3d", "mpi3d"])
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=30)
@@ -92,26 +94,27 @@ def main():
                         help="also run a full training to time accuracy 0.95 (minutes)")
     args = parser.parse_args()
 
-    cfg = configlib.apply_overrides(CONFIG, [f"run.device={args.device}", *args.overrides])
-    validate(cfg)
-    _, device, data = train.setup(cfg)
-    state = train.build_state(cfg, data, device)
+    recipe = importlib.import_module(f"{args.dataset}.train").RECIPE
+    cfg = configlib.apply_overrides(recipe.config, [f"run.device={args.device}", *args.overrides])
+    recipe.validate(cfg)
+    _, device, data = training.setup(recipe, cfg)
+    state = training.build_state(recipe, cfg, data, device)
     t = cfg["train"]
     batch = torch.arange(t["batch_size"], device=device)
     space = data.space
 
-    results = {"device": str(device), "torch": torch.__version__,
+    results = {"dataset": args.dataset, "device": str(device), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "batch_size": t["batch_size"]}
-    warmup_s = timed(lambda: train.warmup_step(state, data, batch, cfg), device, args.steps)
+    warmup_s = timed(lambda: training.warmup_step(state, data, batch, cfg), device, args.steps)
     results["warmup_img_s"] = t["batch_size"] / warmup_s
-    flops = step_flops(lambda: train.warmup_step(state, data, batch, cfg))
+    flops = step_flops(lambda: training.warmup_step(state, data, batch, cfg))
     results["warmup_flops_per_img"] = flops / t["batch_size"]
 
-    train.init_adaptive_prior(state, data, cfg)
-    relational_s = timed(lambda: train.relational_step(state, data, batch, cfg), device,
+    training.init_adaptive_prior(state, data, cfg)
+    relational_s = timed(lambda: training.relational_step(state, data, batch, cfg), device,
                          args.steps)
     results["relational_img_s"] = t["batch_size"] / relational_s
-    rel_s = timed(lambda: train.rel_step(state, space, cfg), device, args.steps)
+    rel_s = timed(lambda: training.rel_step(state, space, cfg), device, args.steps)
     results["rel_examples_s"] = t["rel_batch_size"] / rel_s
 
     def relation_batch(n):
@@ -126,7 +129,7 @@ def main():
     results["rel_batch_4096_over_64"] = large / small
 
     start = time.perf_counter()
-    train.evaluate(state, data, cfg, "val")
+    evaluation.evaluate(state, data, cfg, "val")
     sync(device)
     results["eval_s"] = time.perf_counter() - start
 
@@ -139,7 +142,7 @@ def main():
     else:
         results["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.time_to_acc:
-        results["time_to_acc_s"] = time_to_accuracy([f"run.device={args.device}",
+        results["time_to_acc_s"] = time_to_accuracy(args.dataset, [f"run.device={args.device}",
                                                      *args.overrides])
 
     width = max(map(len, results))

@@ -1,10 +1,14 @@
-"""Dataset-independent data plumbing: the subset's factor grid, splits, the labelled budget."""
+"""Dataset-independent data plumbing: the subset's factor grid, splits, the labelled budget,
+and the training view of a dataset (Data) resident on the training device."""
 
+from dataclasses import dataclass
 from itertools import product
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from common.entities import EntitySpace
 from common.errors import UserError
 
 
@@ -53,3 +57,77 @@ def batches(n: int, batch_size: int, device, generator=None, drop_last=True):
     order = torch.randperm(n, device="cpu", generator=generator).to(device)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     return list(order[:stop].split(batch_size))
+
+
+@dataclass
+class Data:
+    """The weak-disentanglement subset of one dataset, resident on the training device.
+
+    images[split]: (n, 64, 64, C) uint8 as stored in the files; classes[split]: (n, F) int64
+    raw factor indices; entities[split]: (n,) int64 entity ids; labelled: positions in the
+    train split whose entity labels the model may use (the supervision budget).
+    pixel_scale maps stored values to [0, 1] (1 for binary dSprites, 1/255 for RGB).
+    """
+
+    space: EntitySpace
+    images: dict
+    classes: dict
+    entities: dict
+    labelled: torch.Tensor
+    pixel_scale: float
+
+    @property
+    def channels(self) -> int:
+        return self.images["train"].shape[-1]
+
+    def batch(self, split: str, idx):
+        """Float images in [0, 1] for an index tensor or slice: (B, C, 64, 64). The stored
+        (B, 64, 64, C) layout permuted is exactly channels-last, so this costs no copy."""
+        return self.images[split][idx].permute(0, 3, 1, 2).float().mul_(self.pixel_scale)
+
+    def chunks(self, split: str, size: int = 1024):
+        """The whole split as float image batches of at most `size`, in order."""
+        for start in range(0, len(self.images[split]), size):
+            yield self.batch(split, slice(start, start + size))
+
+
+def subset_flat_indices(space: EntitySpace, nuisances: dict, factor_bases) -> np.ndarray:
+    """Flat file indices of every image whose entity factors fall in a bin and whose nuisance
+    factors take one of the listed values (nuisances: {factor: [raw indices]})."""
+    allowed = []
+    for name in space.factor_names:
+        if name in space.bins:
+            allowed.append(sorted(i for b in space.bins[name] for i in b))
+        else:
+            allowed.append(sorted(nuisances[name]))
+    return subset_classes(allowed) @ np.array(factor_bases, np.int64)
+
+
+def to_device(images, classes, space: EntitySpace, cfg: dict, device, pixel_scale: float):
+    """Split the subset, pick the labelled budget and move everything to `device`.
+
+    images (N, 64, 64, C) uint8 and classes (N, F) in file order."""
+    entities = space.entity_ids(classes)
+    parts = split_indices(len(images), cfg["data"]["split"], cfg["run"]["seed"])
+    labelled = labelled_subset(entities[parts["train"]], cfg["data"]["labelled_per_entity"],
+                               space.num_entities, cfg["run"]["seed"])
+    move = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    return Data(
+        space=space,
+        images={k: move(images[v]) for k, v in parts.items()},
+        classes={k: move(classes[v]) for k, v in parts.items()},
+        entities={k: move(entities[v]) for k, v in parts.items()},
+        labelled=move(labelled),
+        pixel_scale=pixel_scale,
+    )
+
+
+def resolve_paths(cfg: dict, repo_root: Path) -> tuple[str, Path]:
+    """(data file path or '', cache folder): relative paths are from the working directory
+    for the file a user names, and from the repository root for the cache."""
+    cache_dir = Path(cfg["data"]["cache_dir"])
+    cache_dir = cache_dir if cache_dir.is_absolute() else repo_root / cache_dir
+    path = cfg["data"]["path"]
+    if path and not Path(path).is_absolute():
+        path = str(Path.cwd() / path)
+    return path, cache_dir

@@ -70,6 +70,7 @@ CONFIG = {
         "adv_weight": 3.0,
         "sup_weight": 6.0,  # NLL of labelled codes under their own component; 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
+        "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
         "amp": "auto",  # bf16 autocast: auto (on for CUDA) | bf16 | off
         "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores
         "compile": False,  # torch.compile the networks (pays off on GPU for long runs)
@@ -78,6 +79,7 @@ CONFIG = {
         "qs": [0.5, 0.9, 0.99, 0.999, 1.0],
         "q": 0.99,  # confidence used for relation acceptance
         "rel_samples": 100,  # prior samples per (entity, relation) for latent relation accuracy
+        "classifier_steps": 800,  # training steps of the factor classifier (cached per data)
     },
 }
 
@@ -114,6 +116,9 @@ def validate(cfg: dict) -> None:
         raise UserError(f"train.amp must be auto, bf16 or off, got '{train['amp']}'")
     if train["rel_loss"] not in ("mse", "nll", "xent"):
         raise UserError(f"train.rel_loss must be mse, nll or xent, got '{train['rel_loss']}'")
+    if train["rel_noise"] not in ("independent", "matched"):
+        raise UserError(f"train.rel_noise must be independent or matched, got "
+                        f"'{train['rel_noise']}'")
     if cfg["prior"]["warmup"] not in ("normal", "uniform"):
         raise UserError(f"prior.warmup must be normal or uniform, got '{cfg['prior']['warmup']}'")
     if cfg["prior"]["gm_cov"] <= 0:
@@ -127,6 +132,9 @@ def validate(cfg: dict) -> None:
         raise UserError(f"data.mask_size must be in 1..64, got {data['mask_size']}")
     if cfg["run"]["eval_every"] < 1:
         raise UserError(f"run.eval_every must be >= 1, got {cfg['run']['eval_every']}")
+    if cfg["eval"]["classifier_steps"] < 1:
+        raise UserError(f"eval.classifier_steps must be >= 1, got "
+                        f"{cfg['eval']['classifier_steps']}")
     if cfg["eval"]["rel_samples"] < 1:
         raise UserError(f"eval.rel_samples must be >= 1, got {cfg['eval']['rel_samples']}")
     _validate_factors(cfg)

@@ -10,14 +10,13 @@ import hashlib
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.checkpoint import atomic_write
-from common.data import labelled_subset, split_indices, subset_classes
+from common import data as datalib
 from common.entities import EntitySpace
 from common.errors import UserError
 
@@ -370,25 +369,7 @@ def _check_classes(classes, what):
 # The training view: the chosen subset on the training device, split, labelled, with entities.
 
 
-@dataclass
-class Data:
-    """The weak-disentanglement subset, resident on the training device.
-
-    images[split]: (n, 1, 64, 64) uint8; classes[split]: (n, 6) int64 raw factor indices;
-    entities[split]: (n,) int64 entity ids; labelled: positions in the train split whose
-    entity labels the model may use (the supervision budget).
-    """
-
-    space: EntitySpace
-    images: dict
-    classes: dict
-    entities: dict
-    labelled: torch.Tensor
-
-    def batch(self, split: str, idx):
-        """Float images in [0, 1] for index tensor idx: (B, 1, 64, 64), channels-last strides
-        (free for one channel, and what channels-last convolutions want)."""
-        return self.images[split][idx].float().contiguous(memory_format=torch.channels_last)
+PIXEL_SCALE = 1.0  # stored pixels are already 0 or 1
 
 
 def entity_space(cfg: dict) -> EntitySpace:
@@ -398,36 +379,15 @@ def entity_space(cfg: dict) -> EntitySpace:
 
 def subset_flat_indices(cfg: dict, space: EntitySpace) -> np.ndarray:
     """Flat indices of every image whose entity factors fall in a bin and nuisances are listed."""
-    allowed = []
-    for name in FACTOR_NAMES:
-        if name in space.bins:
-            allowed.append(sorted(i for b in space.bins[name] for i in b))
-        else:
-            allowed.append(sorted(cfg["data"]["nuisances"][name]))
-    return subset_classes(allowed) @ np.array(FACTOR_BASES)
+    return datalib.subset_flat_indices(space, cfg["data"]["nuisances"], FACTOR_BASES)
 
 
-def load_data(cfg: dict, device, repo_root: Path) -> Data:
+def load_data(cfg: dict, device, repo_root: Path) -> datalib.Data:
     """Read (or generate) the subset, split it, pick the labelled budget, move it to device."""
     space = entity_space(cfg)
-    cache_dir = Path(cfg["data"]["cache_dir"])
-    cache_dir = cache_dir if cache_dir.is_absolute() else repo_root / cache_dir
-    path = cfg["data"]["path"]
-    if path and not Path(path).is_absolute():
-        path = str(Path.cwd() / path)
+    path, cache_dir = datalib.resolve_paths(cfg, repo_root)
     imgs, classes = load_images(path, subset_flat_indices(cfg, space), cache_dir)
-    entities = space.entity_ids(classes)
-    parts = split_indices(len(imgs), cfg["data"]["split"], cfg["run"]["seed"])
-    labelled = labelled_subset(entities[parts["train"]], cfg["data"]["labelled_per_entity"],
-                               space.num_entities, cfg["run"]["seed"])
-    to_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
-    return Data(
-        space=space,
-        images={k: to_device(imgs[v][:, None]) for k, v in parts.items()},
-        classes={k: to_device(classes[v]) for k, v in parts.items()},
-        entities={k: to_device(entities[v]) for k, v in parts.items()},
-        labelled=to_device(labelled),
-    )
+    return datalib.to_device(imgs[..., None], classes, space, cfg, device, PIXEL_SCALE)
 
 
 def augment(x, cfg: dict):
@@ -435,15 +395,15 @@ def augment(x, cfg: dict):
 
     x (B, 1, 64, 64) float in {0, 1}; the reconstruction target stays the clean image.
     """
-    data = cfg["data"]
+    opts = cfg["data"]
     batch = x.shape[0]
-    if data["noise_prob"] > 0:
-        noisy = torch.rand(batch, 1, 1, 1, device=x.device) < data["noise_prob"]
-        flip = (torch.rand_like(x) < data["noise_rate"]) & noisy
+    if opts["noise_prob"] > 0:
+        noisy = torch.rand(batch, 1, 1, 1, device=x.device) < opts["noise_prob"]
+        flip = (torch.rand_like(x) < opts["noise_rate"]) & noisy
         x = torch.where(flip, 1 - x, x)
-    if data["mask_prob"] > 0:
-        size = data["mask_size"]
-        masked = torch.rand(batch, device=x.device) < data["mask_prob"]
+    if opts["mask_prob"] > 0:
+        size = opts["mask_size"]
+        masked = torch.rand(batch, device=x.device) < opts["mask_prob"]
         corner = torch.randint(0, 64 - size + 1, (batch, 2), device=x.device)
         coords = torch.arange(64, device=x.device)
         rows = (coords[None] >= corner[:, :1]) & (coords[None] < corner[:, :1] + size)  # (B, 64)

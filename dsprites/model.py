@@ -1,114 +1,21 @@
-"""AbsAE (encoder, decoder, label-conditioned discriminator) and the relational learner ReL.
+"""dSprites networks: 1-channel 64 x 64 binary images in, logits out.
 
-Images are 1 x 64 x 64 binary; the decoder returns logits.
+The building blocks (common/networks.py) are the method's and shared; what is chosen for
+dSprites is here and in config.py's `model` section: one input channel and the widths.
 """
 
-import torch
-from torch import nn
-from torch.nn import functional as F
+from common.entities import EntitySpace
+from common.networks import AbsAE, Decoder, Discriminator, Encoder, ReL
+
+IMAGE_CHANNELS = 1
 
 
-class Encoder(nn.Module):
-    """x (B, 1, 64, 64) -> z (B, z_dim): four stride-2 convolutions, then two linear layers."""
-
-    def __init__(self, z_dim: int, channels: list[int], hidden: int):
-        super().__init__()
-        widths = [1, *channels]
-        convs = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
-            convs += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
-        self.net = nn.Sequential(
-            *convs,
-            nn.Flatten(),
-            nn.Linear(channels[-1] * 4 * 4, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, z_dim),
-        )
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class Decoder(nn.Module):
-    """z (B, z_dim) -> logits (B, 1, 64, 64): the encoder mirrored."""
-
-    def __init__(self, z_dim: int, channels: list[int], hidden: int):
-        super().__init__()
-        widths = [*reversed(channels), 1]
-        deconvs = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
-            deconvs += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
-        self.net = nn.Sequential(
-            nn.Linear(z_dim, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, channels[-1] * 4 * 4),
-            nn.ReLU(),
-            nn.Unflatten(1, (channels[-1], 4, 4)),
-            *deconvs[:-1],  # no ReLU on the logits
-        )
-
-    def forward(self, z):
-        return self.net(z)
-
-
-class Discriminator(nn.Module):
-    """D(z, slot) -> logit that z came from the prior.
-
-    `slot` is the entity label in [0, K) or K for "unlabelled" (Makhzani et al. 2015): with
-    label k the prior sample is from component k, so labelled codes are pulled to their own
-    component and unlabelled ones to the whole mixture.
-    """
-
-    def __init__(self, z_dim: int, num_entities: int, hidden: int):
-        super().__init__()
-        self.num_slots = num_entities + 1
-        self.net = nn.Sequential(
-            nn.Linear(z_dim + self.num_slots, hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden, hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden, 1),
-        )
-
-    def forward(self, z, slot):
-        onehot = F.one_hot(slot, self.num_slots).to(z.dtype)
-        return self.net(torch.cat([z, onehot], dim=1)).squeeze(1)
-
-
-class AbsAE(nn.Module):
-    """The abstraction autoencoder: deterministic encoder, decoder, latent discriminator."""
-
-    def __init__(self, z_dim: int, channels: list[int], hidden: int, disc_hidden: int,
-                 num_entities: int):
-        super().__init__()
-        self.encoder = Encoder(z_dim, channels, hidden)
-        self.decoder = Decoder(z_dim, channels, hidden)
-        self.discriminator = Discriminator(z_dim, num_entities, disc_hidden)
-
-    def autoencoder_parameters(self):
-        return [*self.encoder.parameters(), *self.decoder.parameters()]
-
-    @torch.no_grad()
-    def encode_images(self, images, chunk: int = 1024):
-        """Codes of stored images (N, 1, 64, 64) uint8 or float, in chunks: (N, z_dim)."""
-        return torch.cat([self.encoder(images[i:i + chunk].float())
-                          for i in range(0, len(images), chunk)])
-
-
-class ReL(nn.Module):
-    """Relational learner: R(z, r) -> code of z moved by relation r into the target region."""
-
-    def __init__(self, z_dim: int, num_relations: int, hidden: int):
-        super().__init__()
-        self.num_relations = num_relations
-        self.net = nn.Sequential(
-            nn.Linear(z_dim + num_relations, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, z_dim),
-        )
-
-    def forward(self, z, relation):
-        onehot = F.one_hot(relation, self.num_relations).to(z.dtype)
-        return self.net(torch.cat([z, onehot], dim=1))
+def build(cfg: dict, space: EntitySpace) -> tuple[AbsAE, ReL]:
+    """The AbsAE and the ReL for this config's entities and relations."""
+    m = cfg["model"]
+    model = AbsAE(
+        Encoder(IMAGE_CHANNELS, m["z_dim"], m["channels"], m["hidden"]),
+        Decoder(IMAGE_CHANNELS, m["z_dim"], m["channels"], m["hidden"]),
+        Discriminator(m["z_dim"], space.num_entities, m["disc_hidden"]),
+    )
+    return model, ReL(m["z_dim"], len(space.relation_names), m["rel_hidden"])

@@ -1,50 +1,15 @@
-"""Priors: the simple warm-up prior (phase 1) and the adaptive Gaussian mixture (phases 2-3)."""
+"""dSprites priors: config.py's `prior` section picks the warm-up prior and the mixture's
+settings; the maths is the method's own (common/mixture.py, common/gmm.py)."""
 
-import torch
-from torch import nn
-
-from common import gmm
-
-
-def sample_warmup(kind: str, n: int, z_dim: int, device):
-    """Phase-1 prior: standard normal, or uniform on [-1, 1]^z_dim."""
-    if kind == "uniform":
-        return torch.rand(n, z_dim, device=device) * 2 - 1
-    return torch.randn(n, z_dim, device=device)
+from common.entities import EntitySpace
+from common.mixture import MixturePrior, sample_warmup
 
 
-class MixturePrior(nn.Module):
-    """One Gaussian component per entity, uniform weights.
+def build(cfg: dict, space: EntitySpace) -> MixturePrior:
+    """One component per entity; means learnt when prior.learn_means is set."""
+    return MixturePrior(space.num_entities, cfg["model"]["z_dim"], cfg["prior"]["learn_means"])
 
-    Means start at each entity's mean labelled code (fit); they are trained by the relational
-    loss when learn_means is set. Covariances stay fixed after fit.
-    """
 
-    def __init__(self, num_entities: int, z_dim: int, learn_means: bool):
-        super().__init__()
-        self.means = nn.Parameter(torch.zeros(num_entities, z_dim), requires_grad=learn_means)
-        self.register_buffer("chol", torch.eye(z_dim).repeat(num_entities, 1, 1))
-        self.register_buffer("fitted", torch.tensor(False))
-
-    @torch.no_grad()
-    def fit(self, z, labels, cov_scale: float):
-        """Adaptive prior init (phase 2): components from the encoded labelled set."""
-        means, chol = gmm.fit_components(z, labels, self.means.shape[0], cov_scale)
-        self.means.copy_(means)
-        self.chol.copy_(chol)
-        self.fitted.fill_(True)
-
-    def sample(self, components, eps=None):
-        """One code per entry of components (N,) long; differentiable in the means."""
-        return gmm.sample(self.means, self.chol, components, eps=eps)
-
-    def sample_uniform(self, n: int):
-        """n codes from the whole mixture, with their components."""
-        components = torch.randint(0, self.means.shape[0], (n,), device=self.means.device)
-        return self.sample(components), components
-
-    def classify(self, z, q: float):
-        return gmm.classify(z, self.means, self.chol, q)
-
-    def min_separation(self) -> float:
-        return gmm.min_pairwise_mahalanobis(self.means.detach(), self.chol)
+def warmup(cfg: dict, n: int, device):
+    """n samples of the phase-1 prior (prior.warmup: normal | uniform)."""
+    return sample_warmup(cfg["prior"]["warmup"], n, cfg["model"]["z_dim"], device)

@@ -8,10 +8,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from common import distributed, gmm
-from dsprites import train
+from common import training
+from common.mixture import MixturePrior
+from common.networks import ReL
 from dsprites.config import CONFIG
 from dsprites.dataset import augment, entity_space
-from dsprites.prior import MixturePrior
 
 
 def op_count(fn) -> int:
@@ -60,11 +61,11 @@ def test_rel_step_op_count_is_independent_of_rel_batch_size():
         cfg = copy.deepcopy(CONFIG)
         cfg["train"]["rel_batch_size"] = size
         space = entity_space(cfg)
-        state = train.State(
-            model=None, rel=train.ReL(10, 5, 32), prior=MixturePrior(27, 10, True),
+        state = training.State(
+            recipe=None, model=None, rel=ReL(10, 5, 32), prior=MixturePrior(27, 10, True),
             ae_opt=None, disc_opt=None, rel_opt=None, table=torch.as_tensor(space.table),
             group=distributed.Group(), device=torch.device("cpu"), amp=False)
         state.prior.fit(torch.randn(540, 10), torch.arange(27).repeat_interleave(20), 0.5)
         state.rel_opt = torch.optim.Adam([*state.rel.parameters(), state.prior.means])
-        counts.append(op_count(lambda: train.rel_step(state, space, cfg)))
+        counts.append(op_count(lambda: training.rel_step(state, space, cfg)))
     assert counts[1] <= counts[0] + 30 < 2000

@@ -1,0 +1,97 @@
+"""The pictures every run writes (PNG files in the run folder), for any dataset.
+
+training_curves.png    losses and validation metrics per epoch
+latent_space.png       test codes on their first two principal axes, coloured by entity
+traversals.png         one test image's code moved along each latent axis, decoded
+relation_chains.png    test images pushed through each relation again and again, decoded
+component_samples.png  decoded samples of mixture components (one row per entity)
+accuracy_vs_q.png      clustering accuracy and acceptance against the confidence q
+"""
+
+import numpy as np
+import torch
+
+from common import plots
+from common.evaluation import encode
+
+CHAIN_STEPS = 6
+TRAVERSAL_STEPS = 9
+SAMPLES_PER_COMPONENT = 8
+MAX_COMPONENT_ROWS = 30  # more entities than this: an evenly spaced selection is shown
+
+
+def for_plot(pictures: torch.Tensor) -> np.ndarray:
+    """(..., C, H, W) in [0, 1] -> (..., H, W) grey or (..., H, W, 3) RGB numpy."""
+    pictures = pictures.float().cpu()
+    if pictures.shape[-3] == 1:
+        return pictures.squeeze(-3).numpy()
+    return pictures.movedim(-3, -1).clamp(0, 1).numpy()
+
+
+@torch.no_grad()
+def decode(model, z) -> np.ndarray:
+    """Codes (..., D) -> pictures ready for plots.image_grid."""
+    flat = model.decode_images(z.reshape(-1, z.shape[-1]))
+    return for_plot(flat.reshape(*z.shape[:-1], *flat.shape[1:]))
+
+
+@torch.no_grad()
+def write_standard(run, state, data, cfg, results, names: list[str]) -> None:
+    """Every picture listed above; names[e] is entity e's readable name."""
+    model, rel, prior = state.model.eval(), state.rel.eval(), state.prior
+    out = run.path
+    plots.curves(run.read_metrics(), {
+        "reconstruction": ["train/recon"],
+        "relational and supervised": ["train/rel", "train/sup"],
+        "adversarial game": ["train/disc", "train/gen"],
+        "validation": ["val/cluster_acc@0.99", "val/cluster_accept@0.99",
+                       "val/rel_acc_latent", "val/rel_acc_data"],
+    }, out / "training_curves.png", log_panels=("reconstruction",),
+        phase_start=cfg["train"]["warmup_epochs"] + 0.5)  # dashed: warm-up ends
+
+    labels = data.entities["test"]
+    z = encode(model, data, "test")
+    plots.latent_scatter(z.cpu().numpy(), labels.cpu().numpy(), prior.means.detach().cpu().numpy(),
+                         out / "latent_space.png", names=names)
+
+    # Traversal: each latent axis from -2.5 to +2.5 test-set standard deviations about one code.
+    offsets = torch.linspace(-2.5, 2.5, TRAVERSAL_STEPS, device=z.device)
+    dims = z.shape[1]
+    grid = z[0].repeat(dims, TRAVERSAL_STEPS, 1)  # (D, steps, D)
+    axis = torch.arange(dims, device=z.device)
+    grid[axis, :, axis] += offsets[None] * z.std(0)[:, None]
+    plots.image_grid(decode(model, grid), out / "traversals.png",
+                     row_labels=[f"z{d}" for d in range(dims)],
+                     col_labels=[f"{o:+.1f}sd" for o in offsets.tolist()],
+                     title=f"latent traversals around a test image of {names[int(labels[0])]}")
+
+    # Relation chains: one test image through each relation CHAIN_STEPS times.
+    num_rel = len(data.space.relation_names)
+    relation = torch.arange(num_rel, device=z.device)
+    chain = [z[:1].repeat(num_rel, 1)]
+    for _ in range(CHAIN_STEPS):
+        chain.append(rel(chain[-1], relation))
+    decoded = decode(model, torch.stack(chain, dim=1))  # (R, steps + 1, ...)
+    source = for_plot(data.batch("test", slice(0, 1)))
+    inputs = np.repeat(source[:, None], num_rel, axis=0)
+    plots.image_grid(np.concatenate([inputs, decoded], axis=1), out / "relation_chains.png",
+                     row_labels=list(data.space.relation_names),
+                     col_labels=["input", "recon"] + [f"x{k}" for k in range(1, CHAIN_STEPS + 1)],
+                     title=f"relation chains from {names[int(labels[0])]}: ReL applied "
+                           "repeatedly, decoded")
+
+    # Per-component samples (an evenly spaced selection when there are many entities).
+    num = data.space.num_entities
+    shown = np.unique(np.linspace(0, num - 1, min(num, MAX_COMPONENT_ROWS)).round().astype(int))
+    components = torch.as_tensor(shown, device=z.device)
+    samples = prior.sample(components.repeat_interleave(SAMPLES_PER_COMPONENT))
+    title = "decoded samples of each mixture component"
+    if len(shown) < num:
+        title += f" ({len(shown)} of {num} entities)"
+    plots.image_grid(decode(model, samples.reshape(len(shown), SAMPLES_PER_COMPONENT, -1)),
+                     out / "component_samples.png", row_labels=[names[e] for e in shown],
+                     cell=0.7, title=title)
+
+    plots.accuracy_vs_q(results, cfg["eval"]["qs"], out / "accuracy_vs_q.png")
+    model.train()
+    rel.train()
