@@ -27,6 +27,7 @@ def tiny(tmp_path, name, epochs=(1, 2)):
         "model.rel_hidden=64", "train.batch_size=64", "train.labelled_batch_size=16",
         "train.rel_batch_size=128", f"train.warmup_epochs={epochs[0]}",
         f"train.relational_epochs={epochs[1]}", "eval.rel_samples=5",
+        "eval.classifier_steps=50",
     ]
 
 
