@@ -78,21 +78,33 @@ def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: 
 
     z (N, D), labels (N,) in [0, K). Sigma_k = cov_scale * ((1 - s) S_k + s * tr(S_k)/D * I):
     shrinking towards a scaled identity keeps Sigma_k positive definite even with fewer labelled
-    codes than dimensions. Returns (means (K, D), chol (K, D, D)).
+    codes than dimensions. A component with a single code has no sample covariance; it takes
+    the pooled covariance of the components that have one or, when every component has a single
+    code (one label per entity), the covariance of all codes shrunk by K^(-2/D): K such
+    components together fill about the volume the codes fill. Returns (means (K, D),
+    chol (K, D, D)).
     """
     counts = torch.bincount(labels, minlength=num_components)
-    if (counts < 2).any():
-        missing = torch.nonzero(counts < 2).flatten().tolist()
+    if (counts < 1).any():
+        missing = torch.nonzero(counts < 1).flatten().tolist()
         raise UserError(
-            f"components {missing[:5]} have fewer than 2 labelled codes; "
-            "raise data.labelled_per_entity"
+            f"components {missing[:5]} have no labelled code; raise data.labelled_per_entity"
         )
+    if len(z) < 2:
+        raise UserError("at least 2 labelled codes are needed to fit the mixture; "
+                        "raise data.labelled_per_entity")
     dim = z.shape[1]
     onehot = torch.nn.functional.one_hot(labels, num_components).to(z.dtype)  # (N, K)
     means = (onehot.T @ z) / counts[:, None]
     diff = z[:, None, :] - means[None]  # (N, K, D)
     weighted = diff * onehot[:, :, None]
-    cov = torch.einsum("nki,nkj->kij", weighted, diff) / (counts[:, None, None] - 1)
+    cov = torch.einsum("nki,nkj->kij", weighted, diff) / (counts[:, None, None] - 1).clamp_min(1)
+    single = counts < 2
+    if single.any():
+        if single.all():
+            cov[:] = torch.cov(z.T).reshape(dim, dim) * num_components ** (-2 / dim)
+        else:
+            cov[single] = cov[~single].mean(0)
     trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
     eye = torch.eye(dim, device=z.device, dtype=z.dtype)
     cov = (1 - shrinkage) * cov + shrinkage * (trace / dim)[:, None, None] * eye

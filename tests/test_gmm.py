@@ -245,13 +245,31 @@ def test_fit_components_cov_scale_scales_covariance():
     torch.testing.assert_close(cov3, 3.0 * cov1, rtol=1e-9, atol=1e-9)
 
 
-def test_fit_components_needs_two_codes_per_component():
+def test_fit_components_needs_a_code_per_component():
     z = torch.randn(7, 2, dtype=D64)
-    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2])  # component 2 has one code, 3 has none
-    with pytest.raises(UserError, match=r"\[2, 3\]"):
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2])  # component 3 has none
+    with pytest.raises(UserError, match=r"\[3\].*labelled_per_entity"):
         gmm.fit_components(z, labels, 4, 1.0)
-    with pytest.raises(UserError, match="labelled_per_entity"):
-        gmm.fit_components(z[:6], labels[:6], 3, 1.0)
+
+
+def test_fit_components_single_code_takes_the_pooled_covariance():
+    z = torch.randn(7, 2, generator=torch.Generator().manual_seed(1), dtype=D64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2])  # component 2 has one code
+    means, chol = gmm.fit_components(z, labels, 3, 1.0, shrinkage=0.0)
+    cov = chol @ chol.transpose(-1, -2) - 1e-6 * torch.eye(2, dtype=D64)
+    torch.testing.assert_close(means[2], z[6])
+    torch.testing.assert_close(cov[2], (torch.cov(z[:3].T) + torch.cov(z[3:6].T)) / 2)
+
+
+def test_fit_components_one_code_each_splits_the_volume_of_all_codes():
+    k, d = 4, 3
+    z = torch.randn(k, d, generator=torch.Generator().manual_seed(2), dtype=D64)
+    means, chol = gmm.fit_components(z, torch.arange(k), k, 1.0, shrinkage=0.0)
+    cov = chol @ chol.transpose(-1, -2) - 1e-6 * torch.eye(d, dtype=D64)
+    torch.testing.assert_close(means, z)
+    for c in cov:  # determinant k^-2 of the total: k components fill the codes' volume
+        torch.testing.assert_close(c, torch.cov(z.T) * k ** (-2 / d))
+        torch.testing.assert_close(torch.det(c).sqrt(), torch.det(torch.cov(z.T)).sqrt() / k)
 
 
 def test_fit_components_positive_definite_with_fewer_codes_than_dims():
