@@ -106,3 +106,37 @@ def accuracy_vs_q(results: dict, qs, path, split="test"):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def metric_vs_budget(rows: list[dict], metrics, path, title=""):
+    """One panel per metric: every seed's value (dots) and the mean over seeds +- one standard
+    deviation (line and band) against the labelled budget (log axis). rows: {budget, seed,
+    metric: value}."""
+    cols = 4
+    panels = (len(metrics) + cols - 1) // cols
+    fig, axes = plt.subplots(panels, cols, figsize=(3.4 * cols, 2.8 * panels), squeeze=False)
+    budgets = sorted({r["budget"] for r in rows})
+    for ax, metric in zip(axes.flat, metrics):
+        points = [(r["budget"], r[metric]) for r in rows if r.get(metric) is not None]
+        if points:
+            xs, ys = zip(*points)
+            ax.scatter(xs, ys, s=12, alpha=0.6, color="tab:blue")
+            stats = [(b, np.mean([y for x, y in points if x == b]),
+                      np.std([y for x, y in points if x == b]))
+                     for b in budgets if any(x == b for x, _ in points)]
+            bs, means, stds = map(np.array, zip(*stats))
+            ax.plot(bs, means, color="tab:blue")
+            ax.fill_between(bs, means - stds, means + stds, color="tab:blue", alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_title(metric.removeprefix("test/"), fontsize=9)
+        ax.set_xlabel("labelled images per entity", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,166 @@
+"""Supervision sweep: one config over several seeds and labelled budgets, then a plot.
+
+    python sweep.py dsprites                                  # 3 seeds x budgets 1 5 20 100
+    python sweep.py dsprites --seeds 0 1 --budgets 5 20 train.relational_epochs=6
+    python sweep.py dsprites --jobs 2                         # two runs at once (1 thread each)
+    python sweep.py dsprites --shard 1/3                      # this machine's third of the runs
+    python sweep.py dsprites --collect                        # only gather and plot
+
+Each run is the real <dataset>/train.py with run.seed and data.labelled_per_entity set, in
+<out>/budget<B>-seed<S>/ (its log beside it). Finished runs are skipped and stopped ones
+resumed, so an interrupted sweep continues where it was, and machines sharing the output
+folder can split the runs with --shard. At the end: sweep.csv (one row per run), summary.json
+(mean and standard deviation over seeds) and sweep.png (each metric against the budget).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))
+
+from common import plots  # noqa: E402
+
+DATASETS = ("dsprites", "shapes3d", "mpi3d")
+METRICS = ("test/cluster_acc@0.99", "test/cluster_accept@0.99", "test/rel_acc_latent",
+           "test/rel_acc_data", "test/rel_acc_decoded", "test/component_acc_decoded",
+           "test/mig", "test/dci_disentanglement")
+BAD_INPUT = 2  # train.py's exit code for a bad config: every other run would fail the same way
+
+
+def run_name(budget: int, seed: int) -> str:
+    return f"budget{budget}-seed{seed}"
+
+
+def command(dataset, out: Path, budget, seed, overrides, threads) -> list[str]:
+    """The train.py call for one run: resume a stopped one, else start it."""
+    run_dir = out / run_name(budget, seed)
+    script = [sys.executable, str(REPO / dataset / "train.py")]
+    if (run_dir / "config.json").exists():
+        return [*script, "--resume", str(run_dir)]
+    return [*script, f"run.root={out}", f"run.name={run_name(budget, seed)}",
+            f"run.seed={seed}", f"data.labelled_per_entity={budget}",
+            *([f"run.threads={threads}"] if threads else []), *overrides]
+
+
+def execute(dataset, out, budget, seed, overrides, threads) -> int:
+    log = out / f"{run_name(budget, seed)}.log"
+    with open(log, "a") as handle:
+        return subprocess.run(command(dataset, out, budget, seed, overrides, threads),
+                              stdout=handle, stderr=subprocess.STDOUT, cwd=REPO).returncode
+
+
+def collect(out: Path, seeds, budgets) -> list[dict]:
+    rows = []
+    for budget in budgets:
+        for seed in seeds:
+            path = out / run_name(budget, seed) / "metrics.json"
+            if path.exists():
+                metrics = json.loads(path.read_text())
+                rows.append({"budget": budget, "seed": seed,
+                             **{k: metrics.get(k) for k in METRICS}})
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    """{metric: {budget: {"mean", "std", "n"}}} over seeds."""
+    summary = {}
+    for metric in METRICS:
+        per_budget = {}
+        for budget in sorted({r["budget"] for r in rows}):
+            values = [r[metric] for r in rows if r["budget"] == budget and r[metric] is not None]
+            if values:
+                per_budget[budget] = {"mean": float(np.mean(values)),
+                                      "std": float(np.std(values)), "n": len(values)}
+        summary[metric] = per_budget
+    return summary
+
+
+def write_outputs(out: Path, rows, summary, dataset) -> None:
+    keys = ["budget", "seed", *METRICS]
+    lines = [",".join(keys)] + [",".join("" if r[k] is None else str(r[k]) for k in keys)
+                                for r in rows]
+    (out / "sweep.csv").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plots.metric_vs_budget(rows, METRICS, out / "sweep.png",
+                           title=f"{dataset}: test metrics against the labelled budget")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("dataset", choices=DATASETS)
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[1, 5, 20, 100],
+                        help="labelled images per entity")
+    parser.add_argument("--out", type=Path, help="default: runs/sweep-<dataset>")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once on this machine")
+    parser.add_argument("--shard", default="1/1", help="i/n: run only the i-th of n shares")
+    parser.add_argument("--collect", action="store_true", help="only gather results and plot")
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
+    try:
+        index, count = (int(v) for v in args.shard.split("/"))
+        assert 1 <= index <= count
+    except (ValueError, AssertionError):
+        parser.error(f"--shard must be i/n with 1 <= i <= n, got '{args.shard}'")
+    args.shard = (index - 1, count)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = (args.out or REPO / "runs" / f"sweep-{args.dataset}").absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [(b, s) for b in args.budgets for s in args.seeds
+            if not (out / run_name(b, s) / "metrics.json").exists()]
+    todo = todo[args.shard[0]::args.shard[1]]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+    failed = []
+    if not args.collect and todo:
+        with ThreadPoolExecutor(args.jobs) as pool, \
+                tqdm(total=len(todo), desc=f"sweep {args.dataset}", file=sys.stderr) as bar:
+            futures = {pool.submit(execute, args.dataset, out, b, s, args.overrides, threads):
+                       (b, s) for b, s in todo}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                (b, s), code = futures[future], future.result()
+                bar.update()
+                if code != 0:
+                    failed.append((run_name(b, s), code))
+                    tqdm.write(f"{run_name(b, s)} failed (exit {code}); see "
+                               f"{out / run_name(b, s)}.log", file=sys.stderr)
+                if code == BAD_INPUT:  # the same config would fail every other run too
+                    for pending in futures:
+                        pending.cancel()
+    rows = collect(out, args.seeds, args.budgets)
+    if rows:
+        write_outputs(out, rows, summarise(rows), args.dataset)
+    for metric in ("test/cluster_acc@0.99", "test/rel_acc_decoded"):
+        for budget, stats in summarise(rows).get(metric, {}).items():
+            print(f"{metric} budget {budget}: {stats['mean']:.3f} +- {stats['std']:.3f} "
+                  f"({stats['n']} seeds)", file=sys.stderr)
+    if failed:
+        bad_input = any(code == BAD_INPUT for _, code in failed)
+        print(f"error: {len(failed)} run(s) failed: {', '.join(n for n, _ in failed)}"
+              + ("; a bad config (exit 2): read the first log" if bad_input else ""),
+              file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

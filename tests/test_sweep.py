@@ -1,0 +1,55 @@
+"""The real sweep.py over the real dsprites/train.py: runs, skips finished runs, plots."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from test_train_dsprites import tiny
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep(*args):
+    return subprocess.run([sys.executable, str(REPO / "sweep.py"), *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=600)
+
+
+def test_sweep_runs_every_seed_and_budget_then_only_collects(tmp_path):
+    out = tmp_path / "sweep"
+    overrides = [a for a in tiny(tmp_path, "unused", epochs=(0, 1))
+                 if not a.startswith(("run.root=", "run.name=", "data.labelled_per_entity="))]
+    args = ["dsprites", "--seeds", "0", "1", "--budgets", "1", "2", "--out", str(out),
+            "--jobs", "2", *overrides]
+    result = sweep(*args)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip().splitlines()[-1]) == out
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [(r["budget"], r["seed"]) for r in rows] == [("1", "0"), ("1", "1"), ("2", "0"),
+                                                        ("2", "1")]
+    for budget in (1, 2):
+        for seed in (0, 1):
+            metrics = json.loads((out / f"budget{budget}-seed{seed}" / "metrics.json").read_text())
+            assert metrics["labelled_images"] == 27 * budget
+            assert json.loads((out / f"budget{budget}-seed{seed}" / "config.json").read_text())[
+                "run"]["seed"] == seed
+    summary = json.loads((out / "summary.json").read_text())
+    stats = summary["test/cluster_acc@0.99"]["2"]
+    values = [float(r["test/cluster_acc@0.99"]) for r in rows if r["budget"] == "2"]
+    assert stats["n"] == 2 and abs(stats["mean"] - sum(values) / 2) < 1e-9
+    assert (out / "sweep.png").stat().st_size > 10_000
+
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
+    again = sweep(*args)  # everything finished: nothing is rerun
+    assert again.returncode == 0, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")} == before
+
+
+def test_sweep_stops_on_a_bad_config(tmp_path):
+    result = sweep("dsprites", "--seeds", "0", "1", "--budgets", "1", "--out",
+                   str(tmp_path / "s"), "train.batch_sise=3")
+    assert result.returncode == 1
+    assert "bad config" in result.stderr
+    log = (tmp_path / "s" / "budget1-seed0.log").read_text()
+    assert "train.batch_size" in log  # train.py named the nearest valid key
