@@ -88,6 +88,22 @@ def apply_overrides(defaults: dict, overrides: list[str]) -> dict:
     return cfg
 
 
+# Keys added after runs were first made, with the value that reproduces what those runs did;
+# `upgrade` fills them into an older run's config.json so it can still be resumed or evaluated.
+ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
+              "eval.classifier_steps": 1500}
+
+
+def upgrade(cfg: dict) -> dict:
+    """A run's saved config with any ADDED_KEYS it predates filled in (a copy)."""
+    cfg = copy.deepcopy(cfg)
+    flat = flatten(cfg)
+    for key, value in ADDED_KEYS.items():
+        if key not in flat:
+            _set(cfg, key, value)
+    return cfg
+
+
 def check_types(cfg: dict, defaults: dict) -> None:
     """Check that a (possibly hand-edited) config has the keys and types of the defaults."""
     flat, valid = flatten(cfg), flatten(defaults)
@@ -108,3 +124,67 @@ def check_types(cfg: dict, defaults: dict) -> None:
                 f"config key '{key}' expects a {type(default).__name__}, "
                 f"got {type(value).__name__} {value!r}"
             )
+
+
+def validate_method(cfg: dict) -> None:
+    """Range checks of the sections every dataset shares (run, train, prior, model, eval) that
+    the type checker cannot do; raises UserError naming the key."""
+    train, model, prior, ev = cfg["train"], cfg["model"], cfg["prior"], cfg["eval"]
+    for key in ("warmup_epochs", "relational_epochs"):
+        if train[key] < 0:
+            raise UserError(f"train.{key} must be >= 0, got {train[key]}")
+    for key in ("batch_size", "labelled_batch_size", "rel_batch_size", "rel_steps"):
+        if train[key] < 1:
+            raise UserError(f"train.{key} must be >= 1, got {train[key]}")
+    for key in ("lr", "disc_lr", "rel_lr"):
+        if train[key] <= 0:
+            raise UserError(f"train.{key} must be > 0, got {train[key]}")
+    choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
+               "train.rel_noise": ("independent", "matched"),
+               "prior.warmup": ("normal", "uniform")}
+    for dotted, allowed in choices.items():
+        section, key = dotted.split(".")
+        if cfg[section][key] not in allowed:
+            raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got "
+                            f"'{cfg[section][key]}'")
+    for key in ("means_lr", "gm_cov"):
+        if prior[key] <= 0:
+            raise UserError(f"prior.{key} must be > 0, got {prior[key]}")
+    if not 0.0 <= prior["pooling"] <= 1.0:
+        raise UserError(f"prior.pooling must be in [0, 1], got {prior['pooling']}")
+    if model["z_dim"] < 1 or len(model["channels"]) != 4 or min(model["channels"]) < 1:
+        raise UserError("model.z_dim must be >= 1 and model.channels four positive widths")
+    if cfg["run"]["eval_every"] < 1:
+        raise UserError(f"run.eval_every must be >= 1, got {cfg['run']['eval_every']}")
+    for key in ("rel_samples", "classifier_steps"):
+        if ev[key] < 1:
+            raise UserError(f"eval.{key} must be >= 1, got {ev[key]}")
+
+
+def validate_factors(cfg: dict, dataset: str, factor_names, factor_sizes) -> None:
+    """Every factor is either an entity factor (entities.bins) or a nuisance (data.nuisances)
+    with at least one valid value index."""
+    bins, nuisances = cfg["entities"]["bins"], cfg["data"]["nuisances"]
+    for name in list(bins) + list(nuisances):
+        if name not in factor_names:
+            raise UserError(f"'{name}' is not a {dataset} factor; choose from {list(factor_names)}")
+    for name, size in zip(factor_names, factor_sizes):
+        if (name in bins) == (name in nuisances):
+            raise UserError(
+                f"factor '{name}' must appear exactly once: in entities.bins or data.nuisances"
+            )
+        for idx in nuisances.get(name, []):
+            if not 0 <= idx < size:
+                raise UserError(f"data.nuisances.{name} index {idx} is outside 0..{size - 1}")
+        if name in nuisances and not nuisances[name]:
+            raise UserError(f"data.nuisances.{name} is empty; list at least one index")
+
+
+def validate_augment(cfg: dict) -> None:
+    """The input corruption settings of data.* (noise and masking)."""
+    data = cfg["data"]
+    for key in ("noise_prob", "noise_rate", "mask_prob"):
+        if not 0.0 <= data[key] <= 1.0:
+            raise UserError(f"data.{key} must be in [0, 1], got {data[key]}")
+    if not 1 <= data["mask_size"] <= 64:
+        raise UserError(f"data.mask_size must be in 1..64, got {data['mask_size']}")

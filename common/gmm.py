@@ -73,7 +73,8 @@ def classify(z, means, chol, q: float):
     return component, assigned <= chi2_threshold(q, means.shape[1])
 
 
-def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: float = 0.1):
+def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: float = 0.1,
+                   pooling: float = 0.0):
     """Mean and scaled, regularised covariance of the codes of each component.
 
     z (N, D), labels (N,) in [0, K). Sigma_k = cov_scale * ((1 - s) S_k + s * tr(S_k)/D * I):
@@ -83,6 +84,10 @@ def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: 
     code (one label per entity), the covariance of all codes shrunk by K^(-2/D): K such
     components together fill about the volume the codes fill. Returns (means (K, D),
     chol (K, D, D)).
+
+    pooling p in [0, 1] blends each S_k with the pooled within-component covariance before the
+    shrinkage above: S_k <- (1 - p) S_k + p S_pooled (regularised discriminant analysis). With
+    few labels per entity S_k is noisy and too thin, while the pooled estimate uses them all.
     """
     counts = torch.bincount(labels, minlength=num_components)
     if (counts < 1).any():
@@ -105,6 +110,12 @@ def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: 
             cov[:] = torch.cov(z.T).reshape(dim, dim) * num_components ** (-2 / dim)
         else:
             cov[single] = cov[~single].mean(0)
+    if pooling > 0:
+        weights = (counts - 1).clamp_min(0).to(z.dtype)  # degrees of freedom of each S_k
+        if weights.sum() == 0:  # one code each: every S_k is already the same fallback
+            weights = torch.ones_like(weights)
+        pooled = torch.einsum("k,kij->ij", weights / weights.sum(), cov)
+        cov = (1 - pooling) * cov + pooling * pooled
     trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
     eye = torch.eye(dim, device=z.device, dtype=z.dtype)
     cov = (1 - shrinkage) * cov + shrinkage * (trace / dim)[:, None, None] * eye

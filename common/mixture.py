@@ -28,9 +28,10 @@ class MixturePrior(nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
 
     @torch.no_grad()
-    def fit(self, z, labels, cov_scale: float):
+    def fit(self, z, labels, cov_scale: float, pooling: float = 0.0):
         """Adaptive prior init (phase 2): components from the encoded labelled set."""
-        means, chol = gmm.fit_components(z, labels, self.means.shape[0], cov_scale)
+        means, chol = gmm.fit_components(z, labels, self.means.shape[0], cov_scale,
+                                         pooling=pooling)
         self.means.copy_(means)
         self.chol.copy_(chol)
         self.fitted.fill_(True)
@@ -49,3 +50,13 @@ class MixturePrior(nn.Module):
 
     def min_separation(self) -> float:
         return gmm.min_pairwise_mahalanobis(self.means.detach(), self.chol)
+
+
+def build(cfg: dict, space) -> MixturePrior:
+    """One component per entity; means learnt when prior.learn_means is set."""
+    return MixturePrior(space.num_entities, cfg["model"]["z_dim"], cfg["prior"]["learn_means"])
+
+
+def warmup(cfg: dict, n: int, device):
+    """n samples of the phase-1 prior (prior.warmup: normal | uniform)."""
+    return sample_warmup(cfg["prior"]["warmup"], n, cfg["model"]["z_dim"], device)

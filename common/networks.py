@@ -114,3 +114,14 @@ class ReL(nn.Module):
     def forward(self, z, relation):
         onehot = F.one_hot(relation, self.num_relations).to(z.dtype)
         return self.net(torch.cat([z, onehot], dim=1))
+
+
+def build(cfg: dict, space, image_channels: int) -> tuple[AbsAE, ReL]:
+    """The AbsAE and the ReL for a config's model sizes, entities and relations."""
+    m = cfg["model"]
+    model = AbsAE(
+        Encoder(image_channels, m["z_dim"], m["channels"], m["hidden"]),
+        Decoder(image_channels, m["z_dim"], m["channels"], m["hidden"]),
+        Discriminator(m["z_dim"], space.num_entities, m["disc_hidden"]),
+    )
+    return model, ReL(m["z_dim"], len(space.relation_names), m["rel_hidden"])

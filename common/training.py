@@ -167,7 +167,8 @@ def init_adaptive_prior(state, data, cfg):
     state.model.eval()
     idx = data.labelled
     z = torch.cat([state.model.encoder(data.batch("train", part)) for part in idx.split(1024)])
-    state.prior.fit(z, data.entities["train"][idx], cfg["prior"]["gm_cov"])
+    state.prior.fit(z, data.entities["train"][idx], cfg["prior"]["gm_cov"],
+                    cfg["prior"]["pooling"])
     state.model.train()
 
 
@@ -375,7 +376,7 @@ def _preset(recipe, name):
 
 
 def load_run_config(recipe: Recipe, run: RunFolder) -> dict:
-    cfg = run.config()
+    cfg = configlib.upgrade(run.config())
     configlib.check_types(cfg, recipe.config)
     recipe.validate(cfg)
     return cfg

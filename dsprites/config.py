@@ -8,7 +8,7 @@ entity: scale idx 2-4 and orientation idx 0-2, 37-39 (near-upright), as in the o
 3 * 3 * 6 * 15 * 15 = 12,150 images.
 """
 
-from common.errors import UserError
+from common import config as configlib
 from dsprites.dataset import FACTOR_NAMES, FACTOR_SIZES
 
 _EDGES = [[0, 1, 2, 3, 4], [13, 14, 15, 16, 17], [27, 28, 29, 30, 31]]
@@ -56,6 +56,7 @@ CONFIG = {
         "learn_means": True,  # adaptive means, trained by the relational loss
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
         "means_lr": 1e-3,  # learning rate of the adaptive means
+        "pooling": 0.0,  # covariance shrinkage towards the pooled within-entity covariance
     },
     "train": {
         "batch_size": 128,
@@ -79,7 +80,7 @@ CONFIG = {
         "qs": [0.5, 0.9, 0.99, 0.999, 1.0],
         "q": 0.99,  # confidence used for relation acceptance
         "rel_samples": 100,  # prior samples per (entity, relation) for latent relation accuracy
-        "classifier_steps": 800,  # training steps of the factor classifier (cached per data)
+        "classifier_steps": 1500,  # training steps of the factor classifier (cached per data)
     },
 }
 
@@ -98,60 +99,9 @@ PRESETS = {
     },
 }
 
+
 def validate(cfg: dict) -> None:
     """Range checks the type checker cannot do; raises UserError naming the key."""
-    train, data, model = cfg["train"], cfg["data"], cfg["model"]
-    for key in ("warmup_epochs", "relational_epochs"):
-        if train[key] < 0:
-            raise UserError(f"train.{key} must be >= 0, got {train[key]}")
-    for key in ("batch_size", "labelled_batch_size", "rel_batch_size", "rel_steps"):
-        if train[key] < 1:
-            raise UserError(f"train.{key} must be >= 1, got {train[key]}")
-    for key in ("lr", "disc_lr", "rel_lr"):
-        if train[key] <= 0:
-            raise UserError(f"train.{key} must be > 0, got {train[key]}")
-    if cfg["prior"]["means_lr"] <= 0:
-        raise UserError(f"prior.means_lr must be > 0, got {cfg['prior']['means_lr']}")
-    if train["amp"] not in ("auto", "bf16", "off"):
-        raise UserError(f"train.amp must be auto, bf16 or off, got '{train['amp']}'")
-    if train["rel_loss"] not in ("mse", "nll", "xent"):
-        raise UserError(f"train.rel_loss must be mse, nll or xent, got '{train['rel_loss']}'")
-    if train["rel_noise"] not in ("independent", "matched"):
-        raise UserError(f"train.rel_noise must be independent or matched, got "
-                        f"'{train['rel_noise']}'")
-    if cfg["prior"]["warmup"] not in ("normal", "uniform"):
-        raise UserError(f"prior.warmup must be normal or uniform, got '{cfg['prior']['warmup']}'")
-    if cfg["prior"]["gm_cov"] <= 0:
-        raise UserError(f"prior.gm_cov must be > 0, got {cfg['prior']['gm_cov']}")
-    if model["z_dim"] < 1 or len(model["channels"]) != 4 or min(model["channels"]) < 1:
-        raise UserError("model.z_dim must be >= 1 and model.channels four positive widths")
-    for key in ("noise_prob", "noise_rate", "mask_prob"):
-        if not 0.0 <= data[key] <= 1.0:
-            raise UserError(f"data.{key} must be in [0, 1], got {data[key]}")
-    if not 1 <= data["mask_size"] <= 64:
-        raise UserError(f"data.mask_size must be in 1..64, got {data['mask_size']}")
-    if cfg["run"]["eval_every"] < 1:
-        raise UserError(f"run.eval_every must be >= 1, got {cfg['run']['eval_every']}")
-    if cfg["eval"]["classifier_steps"] < 1:
-        raise UserError(f"eval.classifier_steps must be >= 1, got "
-                        f"{cfg['eval']['classifier_steps']}")
-    if cfg["eval"]["rel_samples"] < 1:
-        raise UserError(f"eval.rel_samples must be >= 1, got {cfg['eval']['rel_samples']}")
-    _validate_factors(cfg)
-
-
-def _validate_factors(cfg: dict) -> None:
-    bins, nuisances = cfg["entities"]["bins"], cfg["data"]["nuisances"]
-    for name in list(bins) + list(nuisances):
-        if name not in FACTOR_NAMES:
-            raise UserError(f"'{name}' is not a dSprites factor; choose from {list(FACTOR_NAMES)}")
-    for name, size in zip(FACTOR_NAMES, FACTOR_SIZES):
-        if (name in bins) == (name in nuisances):
-            raise UserError(
-                f"factor '{name}' must appear exactly once: in entities.bins or data.nuisances"
-            )
-        for idx in nuisances.get(name, []):
-            if not 0 <= idx < size:
-                raise UserError(f"data.nuisances.{name} index {idx} is outside 0..{size - 1}")
-        if name in nuisances and not nuisances[name]:
-            raise UserError(f"data.nuisances.{name} is empty; list at least one index")
+    configlib.validate_method(cfg)
+    configlib.validate_factors(cfg, "dSprites", FACTOR_NAMES, FACTOR_SIZES)
+    configlib.validate_augment(cfg)

@@ -17,6 +17,7 @@ import torch
 
 from common.checkpoint import atomic_write
 from common import data as datalib
+from common.augment import mask_square
 from common.entities import EntitySpace
 from common.errors import UserError
 
@@ -391,23 +392,14 @@ def load_data(cfg: dict, device, repo_root: Path) -> datalib.Data:
 
 
 def augment(x, cfg: dict):
-    """On-the-fly input corruption: salt-and-pepper noise and a blanked square, per image.
+    """On-the-fly input corruption: pixel flips and a blanked square, per image.
 
-    x (B, 1, 64, 64) float in {0, 1}; the reconstruction target stays the clean image.
+    x (B, 1, 64, 64) float in {0, 1}; the reconstruction target stays the clean image. Pixels
+    are binary, so noise flips them (common.augment's salt-and-pepper is for colour images).
     """
     opts = cfg["data"]
-    batch = x.shape[0]
     if opts["noise_prob"] > 0:
-        noisy = torch.rand(batch, 1, 1, 1, device=x.device) < opts["noise_prob"]
+        noisy = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < opts["noise_prob"]
         flip = (torch.rand_like(x) < opts["noise_rate"]) & noisy
         x = torch.where(flip, 1 - x, x)
-    if opts["mask_prob"] > 0:
-        size = opts["mask_size"]
-        masked = torch.rand(batch, device=x.device) < opts["mask_prob"]
-        corner = torch.randint(0, 64 - size + 1, (batch, 2), device=x.device)
-        coords = torch.arange(64, device=x.device)
-        rows = (coords[None] >= corner[:, :1]) & (coords[None] < corner[:, :1] + size)  # (B, 64)
-        cols = (coords[None] >= corner[:, 1:]) & (coords[None] < corner[:, 1:] + size)
-        square = rows[:, :, None] & cols[:, None, :] & masked[:, None, None]
-        x = x.masked_fill(square[:, None], 0.0)
-    return x
+    return mask_square(x, opts["mask_prob"], opts["mask_size"])

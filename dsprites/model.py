@@ -1,21 +1,15 @@
 """dSprites networks: 1-channel 64 x 64 binary images in, logits out.
 
-The building blocks (common/networks.py) are the method's and shared; what is chosen for
-dSprites is here and in config.py's `model` section: one input channel and the widths.
+The networks are the method's (common/networks.py: conv encoder and decoder, latent
+discriminator, ReL); their sizes are config.py's `model` section. To try another architecture
+on dSprites alone, build it here.
 """
 
-from common.entities import EntitySpace
-from common.networks import AbsAE, Decoder, Discriminator, Encoder, ReL
+from common import networks
 
 IMAGE_CHANNELS = 1
 
 
-def build(cfg: dict, space: EntitySpace) -> tuple[AbsAE, ReL]:
-    """The AbsAE and the ReL for this config's entities and relations."""
-    m = cfg["model"]
-    model = AbsAE(
-        Encoder(IMAGE_CHANNELS, m["z_dim"], m["channels"], m["hidden"]),
-        Decoder(IMAGE_CHANNELS, m["z_dim"], m["channels"], m["hidden"]),
-        Discriminator(m["z_dim"], space.num_entities, m["disc_hidden"]),
-    )
-    return model, ReL(m["z_dim"], len(space.relation_names), m["rel_hidden"])
+def build(cfg: dict, space):
+    """(AbsAE, ReL) for this config's entities and relations."""
+    return networks.build(cfg, space, IMAGE_CHANNELS)

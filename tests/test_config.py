@@ -10,6 +10,8 @@ from common.data import labelled_subset, split_indices
 from common.errors import UserError
 from dsprites import dataset as ds
 from dsprites.config import CONFIG, PRESETS, validate
+from mpi3d.config import CONFIG as MPI3D
+from shapes3d.config import CONFIG as SHAPES3D
 
 PRISTINE = json.dumps(CONFIG, sort_keys=True)
 
@@ -173,6 +175,20 @@ def test_check_types_missing_key():
         configlib.check_types(cfg, CONFIG)
 
 
+def test_upgrade_fills_only_keys_added_after_a_run_was_made():
+    cfg = _edited()
+    del cfg["prior"]["pooling"], cfg["train"]["rel_noise"], cfg["eval"]["classifier_steps"]
+    upgraded = configlib.upgrade(cfg)
+    configlib.check_types(upgraded, CONFIG)
+    assert upgraded["prior"]["pooling"] == 0.0 and upgraded["train"]["rel_noise"] == "independent"
+    assert "pooling" not in cfg["prior"]  # the saved config itself is left as it was
+    del upgraded["model"]["hidden"]
+    with pytest.raises(UserError, match="config is missing key 'model.hidden'"):
+        configlib.check_types(configlib.upgrade(upgraded), CONFIG)
+    for dataset_config in (CONFIG, MPI3D, SHAPES3D):  # every key added is a real key
+        assert set(configlib.ADDED_KEYS) <= set(configlib.flatten(dataset_config))
+
+
 @pytest.mark.parametrize("section,key,value,kind", [
     ("model", "z_dim", "10", "int"),
     ("model", "z_dim", 10.0, "int"),
@@ -202,7 +218,7 @@ def test_validate_accepts_defaults():
     ("train.relational_epochs=-3", r"train.relational_epochs must be >= 0"),
     ("train.batch_size=0", r"train.batch_size must be >= 1"),
     ("train.rel_lr=0", r"train.rel_lr must be > 0"),
-    ("train.rel_loss=l1", r"train.rel_loss must be mse, nll or xent, got 'l1'"),
+    ("train.rel_loss=l1", r"train.rel_loss must be one of mse, nll, xent, got 'l1'"),
     ("prior.warmup=cauchy", r"prior.warmup"),
     ("prior.gm_cov=-0.5", r"prior.gm_cov must be > 0"),
     ("model.z_dim=0", r"model.z_dim"),

@@ -261,6 +261,19 @@ def test_fit_components_single_code_takes_the_pooled_covariance():
     torch.testing.assert_close(cov[2], (torch.cov(z[:3].T) + torch.cov(z[3:6].T)) / 2)
 
 
+def test_fit_components_pooling_blends_towards_the_pooled_covariance():
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(12, 2, generator=gen, dtype=D64)
+    labels = torch.tensor([0] * 3 + [1] * 4 + [2] * 5)
+    own = [torch.cov(z[labels == k].T) for k in range(3)]
+    pooled = (2 * own[0] + 3 * own[1] + 4 * own[2]) / 9  # weighted by degrees of freedom
+    for p in (0.0, 0.3, 1.0):
+        _, chol = gmm.fit_components(z, labels, 3, 1.0, shrinkage=0.0, pooling=p)
+        cov = chol @ chol.transpose(-1, -2) - 1e-6 * torch.eye(2, dtype=D64)
+        for k in range(3):
+            torch.testing.assert_close(cov[k], (1 - p) * own[k] + p * pooled)
+
+
 def test_fit_components_one_code_each_splits_the_volume_of_all_codes():
     k, d = 4, 3
     z = torch.randn(k, d, generator=torch.Generator().manual_seed(2), dtype=D64)

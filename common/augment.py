@@ -1,0 +1,30 @@
+"""On-the-fly input corruptions (the reconstruction target stays the clean image), batched:
+no per-image Python loop. x is (B, C, H, W) float in [0, 1]."""
+
+import torch
+
+
+def mask_square(x, prob: float, size: int):
+    """Blank (set to 0) one random size x size square in a `prob` fraction of the images."""
+    if prob <= 0:
+        return x
+    batch, side = x.shape[0], x.shape[-1]
+    masked = torch.rand(batch, device=x.device) < prob
+    corner = torch.randint(0, side - size + 1, (batch, 2), device=x.device)
+    coords = torch.arange(side, device=x.device)
+    rows = (coords[None] >= corner[:, :1]) & (coords[None] < corner[:, :1] + size)  # (B, side)
+    cols = (coords[None] >= corner[:, 1:]) & (coords[None] < corner[:, 1:] + size)
+    square = rows[:, :, None] & cols[:, None, :] & masked[:, None, None]
+    return x.masked_fill(square[:, None], 0.0)
+
+
+def salt_and_pepper(x, prob: float, rate: float):
+    """In a `prob` fraction of the images, set a `rate` fraction of the pixels (all channels
+    together) to black or white at random."""
+    if prob <= 0:
+        return x
+    batch, _, height, width = x.shape
+    noisy = torch.rand(batch, 1, 1, 1, device=x.device) < prob
+    hit = (torch.rand(batch, 1, height, width, device=x.device) < rate) & noisy
+    white = (torch.rand(batch, 1, height, width, device=x.device) < 0.5).to(x.dtype)
+    return torch.where(hit, white, x)
