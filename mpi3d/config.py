@@ -1,0 +1,119 @@
+"""MPI3D defaults. Edit here, or override on the command line:
+
+    python mpi3d/train.py train.relational_epochs=30 data.variant=real data.path=mpi3d_real.npz
+
+Entities: object_color (6) x object_shape (6) x object_size (2) = 72. Nuisances vary freely
+inside an entity: all 3 camera heights and 3 backgrounds, and every 8th position of the arm on
+each axis: 72 * 3 * 3 * 5 * 5 = 16,200 images.
+"""
+
+from common import config as configlib
+from common.errors import UserError
+from mpi3d.dataset import FACTOR_NAMES, VARIANTS, factor_sizes
+
+_AXIS = [0, 8, 16, 24, 32]
+
+CONFIG = {
+    "run": {
+        "seed": 0,
+        "device": "auto",  # auto | cpu | cuda | cuda:N
+        "root": "runs",  # relative paths are from the repository root
+        "name": "",  # empty: mpi3d-<timestamp>
+        "eval_every": 2,  # epochs between validation passes (relational phase)
+        "threads": 0,  # CPU threads for torch; 0 keeps torch's default
+    },
+    "data": {
+        "path": "",  # a real MPI3D npz; empty: procedural toy stand-in
+        "variant": "toy",  # toy | realistic | real | complex (sets the expected factor grid)
+        "cache_dir": "data_cache",
+        "nuisances": {"camera_height": [0, 1, 2], "background_color": [0, 1, 2],
+                      "horizontal_axis": _AXIS, "vertical_axis": _AXIS},
+        "split": [0.8, 0.1, 0.1],  # train, val, test
+        "labelled_per_entity": 10,  # the supervision budget: 720 of 12,960 training images
+        "noise_prob": 0.0,  # fraction of a batch given salt-and-pepper noise (input only)
+        "noise_rate": 0.05,  # fraction of pixels set to black or white in a noisy image
+        "mask_prob": 0.0,  # fraction of a batch with a random square blanked (input only)
+        "mask_size": 16,  # side of that square, pixels
+    },
+    "entities": {
+        "bins": {"object_color": [[c] for c in range(6)],
+                 "object_shape": [[s] for s in range(6)],
+                 "object_size": [[0], [1]]},
+        "relations": [
+            {"name": "color+", "factor": "object_color", "step": 1, "cyclic": True},
+            {"name": "color-", "factor": "object_color", "step": -1, "cyclic": True},
+            {"name": "shape+", "factor": "object_shape", "step": 1, "cyclic": True},
+            {"name": "shape-", "factor": "object_shape", "step": -1, "cyclic": True},
+            {"name": "size_swap", "factor": "object_size", "step": 1, "cyclic": True},
+        ],
+    },
+    "model": {
+        "z_dim": 10,
+        "channels": [32, 32, 64, 64],  # encoder conv widths (decoder mirrors them)
+        "hidden": 256,
+        "disc_hidden": 512,
+        "rel_hidden": 256,
+    },
+    "prior": {
+        "warmup": "normal",  # normal | uniform  (phase-1 prior)
+        "gm_cov": 0.5,  # component covariance = gm_cov x the entity's empirical covariance
+        "pooling": 0.0,  # covariance shrinkage towards the pooled within-entity covariance
+        "learn_means": True,  # adaptive means, trained by the relational loss
+        "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
+        "means_lr": 1e-3,  # learning rate of the adaptive means
+    },
+    "train": {
+        "batch_size": 128,
+        "labelled_batch_size": 64,
+        "rel_batch_size": 512,
+        "warmup_epochs": 8,
+        "relational_epochs": 16,
+        "lr": 1e-3,
+        "disc_lr": 1e-3,
+        "rel_lr": 3e-3,
+        "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
+        "adv_weight": 3.0,
+        "sup_weight": 6.0,  # NLL of labelled codes under their own component; 0 = paper
+        "rel_loss": "mse",  # mse (paper) | nll | xent
+        "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
+        "amp": "auto",  # bf16 autocast: auto (on for CUDA) | bf16 | off
+        "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores
+        "compile": False,  # torch.compile the networks (pays off on GPU for long runs)
+    },
+    "eval": {
+        "qs": [0.5, 0.9, 0.99, 0.999, 1.0],
+        "q": 0.99,  # confidence used for relation acceptance
+        "rel_samples": 100,  # prior samples per (entity, relation) for latent relation accuracy
+        "classifier_steps": 1500,  # training steps of the factor classifier (cached per data)
+    },
+}
+
+PRESETS = {
+    # The original study's scale: long training, every augmentation. Meant for a GPU.
+    "paper": {
+        "train.batch_size": 512,
+        "train.labelled_batch_size": 128,
+        "train.rel_batch_size": 2048,
+        "train.warmup_epochs": 100,
+        "train.relational_epochs": 400,
+        "data.noise_prob": 0.3,
+        "data.mask_prob": 0.3,
+        "train.compile": True,
+        "run.eval_every": 20,
+    },
+}
+
+
+def validate(cfg: dict) -> None:
+    """Range checks the type checker cannot do; raises UserError naming the key."""
+    data = cfg["data"]
+    if data["variant"] not in VARIANTS:
+        raise UserError(f"data.variant must be one of {', '.join(VARIANTS)}, got "
+                        f"'{data['variant']}'")
+    if not data["path"] and data["variant"] != "toy":
+        raise UserError(f"data.variant='{data['variant']}' has no procedural stand-in; set "
+                        "data.path to the real file, or data.variant=toy")
+    configlib.validate_method(cfg)
+    configlib.validate_factors(cfg, f"MPI3D ({data['variant']})", FACTOR_NAMES,
+                               factor_sizes(data["variant"]))
+    configlib.validate_augment(cfg)

@@ -1,0 +1,111 @@
+"""Shapes3D defaults. Edit here, or override on the command line:
+
+    python shapes3d/train.py train.relational_epochs=40 data.path=/data/3dshapes.h5
+
+Entities: object_hue (10) x shape (4) x scale (3 bins: indices {0,1}, {3,4}, {6,7}) = 120.
+Nuisances vary freely inside an entity: 4 floor hues, 4 wall hues and 3 camera orientations
+(left, front, right): 120 * 2 * 4 * 4 * 3 = 11,520 images. Scale indices 2 and 5 are left out,
+so neighbouring size bins are told apart by a clear step, as in the original study.
+
+Hue relations wrap around the colour circle (hue 0.9 -> 0.0 is one more step of 0.1); size
+relations saturate: "bigger" leaves the biggest objects as they are, "smaller" the smallest.
+"""
+
+from common import config as configlib
+from shapes3d.dataset import FACTOR_NAMES, FACTOR_SIZES
+
+CONFIG = {
+    "run": {
+        "seed": 0,
+        "device": "auto",  # auto | cpu | cuda | cuda:N
+        "root": "runs",  # relative paths are from the repository root
+        "name": "",  # empty: shapes3d-<timestamp>
+        "eval_every": 2,  # epochs between validation passes (relational phase)
+        "threads": 0,  # CPU threads for torch; 0 keeps torch's default
+    },
+    "data": {
+        "path": "",  # the real 3dshapes.h5; empty: procedural stand-in
+        "cache_dir": "data_cache",
+        "nuisances": {"floor_hue": [0, 3, 5, 8], "wall_hue": [1, 4, 6, 9],
+                      "orientation": [0, 7, 14]},
+        "split": [0.8, 0.1, 0.1],  # train, val, test
+        "labelled_per_entity": 7,  # the supervision budget: 840 of 9,216 training images
+        "noise_prob": 0.0,  # fraction of a batch given salt-and-pepper noise (input only)
+        "noise_rate": 0.05,  # fraction of pixels set to black or white in a noisy image
+        "mask_prob": 0.0,  # fraction of a batch with a random square blanked (input only)
+        "mask_size": 16,  # side of that square, pixels
+    },
+    "entities": {
+        "bins": {"object_hue": [[h] for h in range(10)],
+                 "shape": [[s] for s in range(4)],
+                 "scale": [[0, 1], [3, 4], [6, 7]]},
+        "relations": [
+            {"name": "hue+", "factor": "object_hue", "step": 1, "cyclic": True},
+            {"name": "hue-", "factor": "object_hue", "step": -1, "cyclic": True},
+            {"name": "bigger", "factor": "scale", "step": 1, "cyclic": False},
+            {"name": "smaller", "factor": "scale", "step": -1, "cyclic": False},
+            {"name": "next_shape", "factor": "shape", "step": 1, "cyclic": True},
+        ],
+    },
+    "model": {
+        "z_dim": 10,
+        "channels": [32, 32, 64, 64],  # encoder conv widths (decoder mirrors them)
+        "hidden": 256,
+        "disc_hidden": 512,
+        "rel_hidden": 256,
+    },
+    "prior": {
+        "warmup": "normal",  # normal | uniform  (phase-1 prior)
+        "gm_cov": 0.5,  # component covariance = gm_cov x the entity's empirical covariance
+        "pooling": 0.0,  # covariance shrinkage towards the pooled within-entity covariance
+        "learn_means": True,  # adaptive means, trained by the relational loss
+        "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
+        "means_lr": 1e-3,  # learning rate of the adaptive means
+    },
+    "train": {
+        "batch_size": 128,
+        "labelled_batch_size": 64,
+        "rel_batch_size": 512,
+        "warmup_epochs": 8,
+        "relational_epochs": 16,
+        "lr": 1e-3,
+        "disc_lr": 1e-3,
+        "rel_lr": 3e-3,
+        "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
+        "adv_weight": 3.0,
+        "sup_weight": 6.0,  # NLL of labelled codes under their own component; 0 = paper
+        "rel_loss": "mse",  # mse (paper) | nll | xent
+        "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
+        "amp": "auto",  # bf16 autocast: auto (on for CUDA) | bf16 | off
+        "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores
+        "compile": False,  # torch.compile the networks (pays off on GPU for long runs)
+    },
+    "eval": {
+        "qs": [0.5, 0.9, 0.99, 0.999, 1.0],
+        "q": 0.99,  # confidence used for relation acceptance
+        "rel_samples": 100,  # prior samples per (entity, relation) for latent relation accuracy
+        "classifier_steps": 1500,  # training steps of the factor classifier (cached per data)
+    },
+}
+
+PRESETS = {
+    # The original study's scale: long training, every augmentation. Meant for a GPU.
+    "paper": {
+        "train.batch_size": 512,
+        "train.labelled_batch_size": 128,
+        "train.rel_batch_size": 2048,
+        "train.warmup_epochs": 100,
+        "train.relational_epochs": 400,
+        "data.noise_prob": 0.3,
+        "data.mask_prob": 0.3,
+        "train.compile": True,
+        "run.eval_every": 20,
+    },
+}
+
+
+def validate(cfg: dict) -> None:
+    """Range checks the type checker cannot do; raises UserError naming the key."""
+    configlib.validate_method(cfg)
+    configlib.validate_factors(cfg, "Shapes3D", FACTOR_NAMES, FACTOR_SIZES)
+    configlib.validate_augment(cfg)

@@ -1,0 +1,19 @@
+"""The pictures of a Shapes3D run: common/pictures.py's set (training curves, latent space,
+traversals, relation chains, component samples, accuracy vs q), with entities named in words."""
+
+from common import pictures
+
+HUES = tuple(f"hue{h / 10:.1f}" for h in range(10))
+SHAPES = ("cube", "cylinder", "sphere", "capsule")
+SIZES = ("small", "medium", "large")
+
+
+def entity_names(space) -> list[str]:
+    labels = {"object_hue": list(HUES), "shape": list(SHAPES), "scale": list(SIZES)}
+    usable = {k: v for k, v in labels.items()
+              if k in space.bins and len(space.bins[k]) == len(v)}
+    return [space.entity_name(e, usable) for e in range(space.num_entities)]
+
+
+def write_pictures(run, state, data, cfg, results) -> None:
+    pictures.write_standard(run, state, data, cfg, results, entity_names(data.space))
