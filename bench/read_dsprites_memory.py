@@ -12,7 +12,6 @@ parent that starts the reader must stay small.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,8 @@ import time
 import zipfile
 
 import numpy as np
+
+from memory import peak_rss_mb, vm_hwm_mb  # bench/memory.py (this folder is on sys.path)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dsprites import dataset as ds  # noqa: E402
@@ -55,17 +56,6 @@ def write_file(path, rows):
         with zf.open("metadata.npy", "w", force_zip64=True) as member:
             np.lib.format.write_array(member, ds._metadata(), allow_pickle=True)
     os.replace(tmp, path)
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def vm_hwm_mb():
-    """Peak RSS of this process image alone (reset at exec), as a cross-check."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 def write_only(path, rows):

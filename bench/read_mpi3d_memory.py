@@ -18,11 +18,12 @@ horizontal and vertical axis indices 0, 8, 16, 24, 32: 6*6*2*3*3*5*5 = 16,200 im
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+
+from memory import peak_rss_mb, vm_hwm_mb  # bench/memory.py (this folder is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_ROWS = 1000  # rows re-rendered to check the read; the rest are checked for data
@@ -37,17 +38,6 @@ def subset(axis_step):
                        indexing="ij")
     classes = np.stack([m.ravel() for m in mesh], axis=1)
     return np.sort(classes @ np.array(md.factor_bases("toy")))
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def vm_hwm_mb():
-    """Peak RSS of this process image alone (reset at exec), as a cross-check."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 def write_only(path, axis_step):

@@ -14,11 +14,12 @@ child's ru_maxrss across fork/exec, so the parent that starts the reader must st
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+
+from memory import peak_rss_mb, vm_hwm_mb  # bench/memory.py (this folder is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,17 +34,6 @@ def subset(floor_hue=(0, 2, 5, 7), wall_hue=(0, 2, 5, 7), object_hue=range(10),
     mesh = np.meshgrid(floor_hue, wall_hue, object_hue, scale, shape, orientation,
                        indexing="ij")
     return np.sort(np.stack([m.ravel() for m in mesh], axis=1) @ np.array(ds.FACTOR_BASES))
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def vm_hwm_mb():
-    """Peak RSS of this process image alone (reset at exec), as a cross-check."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 def write_only(path, factors):
