@@ -52,7 +52,8 @@ def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=(), p
         if title in log_panels:
             ax.set_yscale("log")
         ax.set_xlabel(x_key)
-        ax.legend(fontsize=7)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -22,6 +22,7 @@ from dsprites import dataset as ds
 from dsprites.config import CONFIG
 
 TINY = {"scale": [3], "orientation": [0, 1]}  # 1,350 images: the classifier learns in seconds
+SETTINGS = {**classifier.SETTINGS, "steps": 500}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def tiny(tmp_path_factory):
     cfg["data"]["cache_dir"] = str(tmp_path_factory.mktemp("cache"))
     data = ds.load_data(cfg, "cpu", tmp_path_factory.mktemp("repo"))
     clf, heads, acc = classifier.load_or_train(data, cfg["data"]["nuisances"],
-                                               cfg["data"]["cache_dir"], "dsprites")
+                                               cfg["data"]["cache_dir"], "dsprites", SETTINGS)
     return cfg, data, clf, heads, acc
 
 
@@ -120,7 +121,7 @@ def test_classifier_is_cached_and_not_retrained(tiny, monkeypatch):
     cfg, data, clf, _, acc = tiny
     monkeypatch.setattr(classifier, "_train", lambda *a: pytest.fail("retrained"))
     again, _, again_acc = classifier.load_or_train(data, cfg["data"]["nuisances"],
-                                                   cfg["data"]["cache_dir"], "dsprites")
+                                                   cfg["data"]["cache_dir"], "dsprites", SETTINGS)
     assert again_acc == acc
     x = data.batch("test", slice(0, 64))
     assert torch.equal(again.predict(x), clf.predict(x))
