@@ -60,20 +60,22 @@ CONFIG = {
         "pooling": 0.0,  # covariance shrinkage towards the pooled within-entity covariance
         "learn_means": True,  # adaptive means, trained by the relational loss
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
-        "means_lr": 1e-3,  # learning rate of the adaptive means
+        # learning rate of the adaptive means: after a short RGB warm-up the entities start
+        # entangled, and the means must move apart quickly (1e-3 left them stuck)
+        "means_lr": 1e-2,
     },
     "train": {
         "batch_size": 128,
         "labelled_batch_size": 64,
         "rel_batch_size": 512,
         "warmup_epochs": 8,
-        "relational_epochs": 16,
+        "relational_epochs": 24,
         "lr": 1e-3,
         "disc_lr": 1e-3,
         "rel_lr": 3e-3,
         "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
         "adv_weight": 3.0,
-        "sup_weight": 6.0,  # NLL of labelled codes under their own component; 0 = paper
+        "sup_weight": 20.0,  # NLL of labelled codes under their own component; 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
         "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
         "amp": "auto",  # bf16 autocast: auto (on for CUDA) | bf16 | off
