@@ -69,7 +69,7 @@ CONFIG = {
         "labelled_batch_size": 64,
         "rel_batch_size": 512,
         "warmup_epochs": 8,
-        "relational_epochs": 24,
+        "relational_epochs": 48,
         "lr": 1e-3,
         "disc_lr": 1e-3,
         "rel_lr": 3e-3,
