@@ -28,3 +28,12 @@ def salt_and_pepper(x, prob: float, rate: float):
     hit = (torch.rand(batch, 1, height, width, device=x.device) < rate) & noisy
     white = (torch.rand(batch, 1, height, width, device=x.device) < 0.5).to(x.dtype)
     return torch.where(hit, white, x)
+
+
+def mirror(x, prob: float):
+    """Flip a `prob` fraction of the images left-right. Only for inputs whose label a mirror
+    keeps (an object's colour, shape and size; not a horizontal position)."""
+    if prob <= 0:
+        return x
+    flipped = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < prob
+    return torch.where(flipped, x.flip(-1), x)

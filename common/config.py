@@ -91,7 +91,8 @@ def apply_overrides(defaults: dict, overrides: list[str]) -> dict:
 # Keys added after runs were first made, with the value that reproduces what those runs did;
 # `upgrade` fills them into an older run's config.json so it can still be resumed or evaluated.
 ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
-              "eval.classifier_steps": 1500}
+              "eval.classifier_steps": 1500, "train.sup_loss": "nll",
+              "data.labelled_mirror_prob": 0.0}
 
 
 def upgrade(cfg: dict) -> dict:
@@ -140,6 +141,7 @@ def validate_method(cfg: dict) -> None:
         if train[key] <= 0:
             raise UserError(f"train.{key} must be > 0, got {train[key]}")
     choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
+               "train.sup_loss": ("nll", "nll+xent"),
                "train.rel_noise": ("independent", "matched"),
                "prior.warmup": ("normal", "uniform")}
     for dotted, allowed in choices.items():
@@ -183,7 +185,7 @@ def validate_factors(cfg: dict, dataset: str, factor_names, factor_sizes) -> Non
 def validate_augment(cfg: dict) -> None:
     """The input corruption settings of data.* (noise and masking)."""
     data = cfg["data"]
-    for key in ("noise_prob", "noise_rate", "mask_prob"):
+    for key in ("noise_prob", "noise_rate", "mask_prob", "labelled_mirror_prob"):
         if not 0.0 <= data[key] <= 1.0:
             raise UserError(f"data.{key} must be in [0, 1], got {data[key]}")
     if not 1 <= data["mask_size"] <= 64:

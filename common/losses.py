@@ -34,6 +34,20 @@ def labelled_nll(z, labels, means, chol):
     return -logp.gather(1, labels[:, None]).mean() / z.shape[1]
 
 
+def supervised(z, labels, means, chol, kind: str):
+    """How well labelled codes sit in their own component.
+
+    nll:      negative log-likelihood under the own component (pulls codes to it);
+    nll+xent: plus the cross-entropy of the mixture posterior, which also pushes codes away
+              from the components they are confused with: a classifier's loss, so entity
+              assignment generalises to the unlabelled images much sooner.
+    """
+    loss = labelled_nll(z, labels, means, chol)
+    if kind == "nll+xent":
+        loss = loss + F.cross_entropy(gmm.component_log_prob(z, means, chol), labels)
+    return loss
+
+
 def relational(moved, target_sample, target_component, means, chol, kind: str):
     """How far ReL's output is from the target entity's region.
 

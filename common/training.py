@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from common import config as configlib
 from common import distributed, evaluation, losses, report, runtime
+from common.augment import mirror
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data import Data, batches
 from common.errors import UserError
@@ -180,7 +181,8 @@ def relational_step(state, data, idx, cfg):
     pick = torch.randint(0, len(data.labelled), (t["labelled_batch_size"],), device=x.device)
     labelled = data.labelled[pick]
     x_lab, y_lab = data.batch("train", labelled), data.entities["train"][labelled]
-    x_in, x_lab_in = augment(x, cfg), augment(x_lab, cfg)
+    x_in = augment(x, cfg)
+    x_lab_in = augment(mirror(x_lab, cfg["data"]["labelled_mirror_prob"]), cfg)
     with torch.no_grad():
         z_mix, _ = prior.sample_uniform(len(x))
         z_own = prior.sample(y_lab)
@@ -194,8 +196,8 @@ def relational_step(state, data, idx, cfg):
         slots=torch.cat([unlabelled, y_lab]),
         real=torch.cat([z_mix, z_own]), real_slots=torch.cat([unlabelled, y_lab]),
         n_recon=len(x),
-        supervised=(lambda z_lab: losses.labelled_nll(z_lab, y_lab, prior.means.detach(),
-                                                      prior.chol))
+        supervised=(lambda z_lab: losses.supervised(z_lab, y_lab, prior.means.detach(),
+                                                    prior.chol, t["sup_loss"]))
         if t["sup_weight"] > 0 else None,
     )
     for _ in range(t["rel_steps"]):

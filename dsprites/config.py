@@ -32,6 +32,7 @@ CONFIG = {
         "noise_rate": 0.05,  # fraction of pixels flipped in a noisy image
         "mask_prob": 0.0,  # fraction of a batch with a random square blanked (input only)
         "mask_size": 16,  # side of that square, pixels
+        "labelled_mirror_prob": 0.0,  # fraction of labelled inputs mirrored left-right
     },
     "entities": {
         "bins": {"shape": [[0], [1], [2]], "posX": _EDGES, "posY": _EDGES},
@@ -71,6 +72,7 @@ CONFIG = {
         "adv_weight": 3.0,
         "sup_weight": 6.0,  # NLL of labelled codes under their own component; 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
+        "sup_loss": "nll",  # nll | nll+xent (also pushes labelled codes off other components)
         "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
         "amp": "auto",  # bf16 autocast: auto (on for CUDA) | bf16 | off
         "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores

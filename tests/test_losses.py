@@ -1,0 +1,67 @@
+"""The supervised term's two forms and the label-keeping mirror augmentation."""
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from common import gmm, losses
+from common.augment import mirror
+
+
+def two_components():
+    means = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    chol = torch.eye(2).repeat(2, 1, 1)
+    return means, chol
+
+
+def test_nll_is_the_own_components_negative_log_density_per_dimension():
+    means, chol = two_components()
+    z, labels = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    expected = 0.5 * (1.0 + 2 * math.log(2 * math.pi)) / 2
+    assert losses.supervised(z, labels, means, chol, "nll").item() == pytest.approx(expected)
+
+
+def test_xent_adds_the_mixture_posterior_cross_entropy():
+    means, chol = two_components()
+    z, labels = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    nll = losses.supervised(z, labels, means, chol, "nll")
+    both = losses.supervised(z, labels, means, chol, "nll+xent")
+    # squared distances 1 and 4: posterior of component 0 is 1 / (1 + e^{-1.5})
+    assert (both - nll).item() == pytest.approx(math.log1p(math.exp(-1.5)), rel=1e-5)
+
+
+def test_xent_gradient_pushes_a_code_away_from_the_confused_component():
+    """At the own mean the NLL is flat; only the cross-entropy still moves the code, and it
+    moves it away from the other component."""
+    means, chol = two_components()
+    z = torch.zeros(1, 2, requires_grad=True)
+    losses.supervised(z, torch.tensor([0]), means, chol, "nll").backward()
+    assert z.grad.abs().max().item() == pytest.approx(0.0, abs=1e-7)
+    z.grad = None
+    losses.supervised(z, torch.tensor([0]), means, chol, "nll+xent").backward()
+    assert z.grad[0, 0].item() > 1e-3  # descent moves x negative: away from the mean at x=3
+    assert z.grad[0, 1].item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_xent_matches_cross_entropy_of_component_log_probs():
+    torch.manual_seed(0)
+    means, chol = torch.randn(5, 3), torch.eye(3).repeat(5, 1, 1) * 0.7
+    z, labels = torch.randn(32, 3), torch.randint(0, 5, (32,))
+    got = losses.supervised(z, labels, means, chol, "nll+xent")
+    want = (losses.labelled_nll(z, labels, means, chol)
+            + F.cross_entropy(gmm.component_log_prob(z, means, chol), labels))
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_mirror_flips_the_requested_fraction_left_right_and_nothing_else():
+    torch.manual_seed(0)
+    x = torch.rand(4000, 3, 8, 8)
+    out = mirror(x, 0.5)
+    flipped = (out == x.flip(-1)).flatten(1).all(1)
+    kept = (out == x).flatten(1).all(1)
+    assert bool((flipped | kept).all())
+    assert flipped.float().mean().item() == pytest.approx(0.5, abs=0.03)
+    assert torch.equal(mirror(x, 1.0), x.flip(-1))
+    assert mirror(x, 0.0) is x
