@@ -25,10 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 
-def subset(floor_hue=(0, 2, 5, 7), wall_hue=(0, 2, 5, 7), object_hue=range(10),
+def subset(floor_hue=range(10), wall_hue=range(10), object_hue=range(10),
            scale=(0, 1, 3, 4, 6, 7), shape=range(4), orientation=(0, 7, 14)):
     """Sorted flat indices of every combination of the given factor indices; by default
-    4 * 4 * 10 * 6 * 4 * 3 = 11,520 images."""
+    shapes3d/config.py's subset: 10 * 10 * 10 * 6 * 4 * 3 = 72,000 images."""
     import numpy as np
     from shapes3d import dataset as ds
     mesh = np.meshgrid(floor_hue, wall_hue, object_hue, scale, shape, orientation,
