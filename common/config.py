@@ -183,7 +183,7 @@ def validate_factors(cfg: dict, dataset: str, factor_names, factor_sizes) -> Non
 
 
 def validate_augment(cfg: dict) -> None:
-    """The input corruption settings of data.* (noise and masking)."""
+    """The input augmentation settings of data.* (noise, masking, mirroring)."""
     data = cfg["data"]
     for key in ("noise_prob", "noise_rate", "mask_prob", "labelled_mirror_prob"):
         if not 0.0 <= data[key] <= 1.0:

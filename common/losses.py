@@ -42,9 +42,10 @@ def supervised(z, labels, means, chol, kind: str):
               from the components they are confused with: a classifier's loss, so entity
               assignment generalises to the unlabelled images much sooner.
     """
-    loss = labelled_nll(z, labels, means, chol)
+    logp = gmm.component_log_prob(z, means, chol)  # (N, K), shared by both terms
+    loss = -logp.gather(1, labels[:, None]).mean() / z.shape[1]  # labelled_nll
     if kind == "nll+xent":
-        loss = loss + F.cross_entropy(gmm.component_log_prob(z, means, chol), labels)
+        loss = loss + F.cross_entropy(logp, labels)
     return loss
 
 

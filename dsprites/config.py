@@ -9,6 +9,7 @@ entity: scale idx 2-4 and orientation idx 0-2, 37-39 (near-upright), as in the o
 """
 
 from common import config as configlib
+from common.errors import UserError
 from dsprites.dataset import FACTOR_NAMES, FACTOR_SIZES
 
 _EDGES = [[0, 1, 2, 3, 4], [13, 14, 15, 16, 17], [27, 28, 29, 30, 31]]
@@ -70,7 +71,7 @@ CONFIG = {
         "rel_lr": 3e-3,
         "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
         "adv_weight": 3.0,
-        "sup_weight": 6.0,  # NLL of labelled codes under their own component; 0 = paper
+        "sup_weight": 6.0,  # weight of the supervised term (sup_loss); 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
         "sup_loss": "nll",  # nll | nll+xent (also pushes labelled codes off other components)
         "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
@@ -107,3 +108,6 @@ def validate(cfg: dict) -> None:
     configlib.validate_method(cfg)
     configlib.validate_factors(cfg, "dSprites", FACTOR_NAMES, FACTOR_SIZES)
     configlib.validate_augment(cfg)
+    if cfg["data"]["labelled_mirror_prob"] > 0 and "posX" in cfg["entities"]["bins"]:
+        raise UserError("data.labelled_mirror_prob must be 0 while posX is an entity factor: "
+                        "a mirror moves the shape to the other side and breaks its label")

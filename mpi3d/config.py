@@ -76,7 +76,7 @@ CONFIG = {
         "rel_lr": 3e-3,
         "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
         "adv_weight": 3.0,
-        "sup_weight": 20.0,  # NLL of labelled codes under their own component; 0 = paper
+        "sup_weight": 20.0,  # weight of the supervised term (sup_loss); 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
         "sup_loss": "nll",  # nll | nll+xent (also pushes labelled codes off other components)
         "rel_noise": "independent",  # target sample's noise: independent (paper) | matched

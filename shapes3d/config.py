@@ -32,7 +32,7 @@ CONFIG = {
         "nuisances": {"floor_hue": list(range(10)), "wall_hue": list(range(10)),
                       "orientation": [0, 7, 14]},
         "split": [0.8, 0.1, 0.1],  # train, val, test
-        "labelled_per_entity": 45,  # the supervision budget: 5,400 of 57,600 training images (9.4 %)
+        "labelled_per_entity": 45,  # supervision budget: 5,400 of 57,600 training images, 9.4 %
         "noise_prob": 0.0,  # fraction of a batch given salt-and-pepper noise (input only)
         "noise_rate": 0.05,  # fraction of pixels set to black or white in a noisy image
         "mask_prob": 0.0,  # fraction of a batch with a random square blanked (input only)
@@ -79,7 +79,7 @@ CONFIG = {
         "rel_lr": 3e-3,
         "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
         "adv_weight": 3.0,
-        "sup_weight": 20.0,  # NLL of labelled codes under their own component; 0 = paper
+        "sup_weight": 20.0,  # weight of the supervised term (sup_loss); 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
         "sup_loss": "nll+xent",  # nll | nll+xent (also pushes labelled codes off other components)
         "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
