@@ -92,7 +92,7 @@ def apply_overrides(defaults: dict, overrides: list[str]) -> dict:
 # `upgrade` fills them into an older run's config.json so it can still be resumed or evaluated.
 ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "eval.classifier_steps": 1500, "train.sup_loss": "nll",
-              "data.labelled_mirror_prob": 0.0}
+              "data.labelled_mirror_prob": 0.0, "train.rel_codes": False}
 
 
 def upgrade(cfg: dict) -> dict:

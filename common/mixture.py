@@ -40,6 +40,11 @@ class MixturePrior(nn.Module):
         """One code per entry of components (N,) long; differentiable in the means."""
         return gmm.sample(self.means, self.chol, components, generator=generator, eps=eps)
 
+    def whiten(self, z, components):
+        """The noise that places each code where it is in its component: sample's inverse."""
+        offset = (z - self.means[components].detach())[..., None]
+        return torch.linalg.solve_triangular(self.chol[components], offset, upper=False)[..., 0]
+
     def sample_uniform(self, n: int):
         """n codes from the whole mixture, with their components."""
         components = torch.randint(0, self.means.shape[0], (n,), device=self.means.device)

@@ -123,7 +123,8 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     images/inputs: clean and augmented images (N, C, 64, 64), this rank's share; the first
     n_recon are reconstructed. slots (N,): discriminator slot of each code (entity or K =
     unlabelled); real (M, D) prior samples with real_slots (M,). supervised: optional
-    f(codes of images[n_recon:]) -> an extra encoder loss.
+    f(codes of images[n_recon:]) -> an extra encoder loss. Returns the losses and the codes of
+    images[n_recon:] (detached).
     """
     model, group = state.model, state.group
     z = fast(state, model.encoder, inputs)
@@ -147,7 +148,7 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     total.backward()
     group.average_gradients(model.autoencoder_parameters())
     state.ae_opt.step()
-    return out
+    return out, z[n_recon:].detach()
 
 
 def warmup_step(state, data, idx, cfg):
@@ -158,8 +159,9 @@ def warmup_step(state, data, idx, cfg):
     real = state.recipe.warmup_prior(cfg, len(x), x.device)
     x, x_in, real = shard(x), shard(x_in), shard(real)
     unlabelled = torch.full((len(x),), data.space.num_entities, device=x.device)
-    return adversarial_autoencoder_step(state, cfg, x, x_in, unlabelled, real, unlabelled,
-                                        n_recon=len(x))
+    out, _ = adversarial_autoencoder_step(state, cfg, x, x_in, unlabelled, real, unlabelled,
+                                          n_recon=len(x))
+    return out
 
 
 @torch.no_grad()
@@ -190,7 +192,7 @@ def relational_step(state, data, idx, cfg):
     x_lab, x_lab_in, y_lab, z_own = shard(x_lab), shard(x_lab_in), shard(y_lab), shard(z_own)
 
     unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
-    out = adversarial_autoencoder_step(
+    out, z_lab = adversarial_autoencoder_step(
         state, cfg,
         images=torch.cat([x, x_lab]), inputs=torch.cat([x_in, x_lab_in]),
         slots=torch.cat([unlabelled, y_lab]),
@@ -200,13 +202,19 @@ def relational_step(state, data, idx, cfg):
                                                     prior.chol, t["sup_loss"]))
         if t["sup_weight"] > 0 else None,
     )
+    codes = (z_lab, y_lab) if t["rel_codes"] else None
     for _ in range(t["rel_steps"]):
-        out["rel"] = rel_step(state, space, cfg)
+        out["rel"] = rel_step(state, space, cfg, codes)
     return out
 
 
-def rel_step(state, space, cfg):
-    """ReL on prior samples: source from entity e, relation r, target component r(e)."""
+def rel_step(state, space, cfg, codes=None):
+    """ReL on prior samples: source from entity e, relation r, target component r(e).
+
+    codes: optional (z, entities) of encoded labelled images (this rank's share), moved by
+    every relation as well, so ReL also learns the codes the encoder really produces, which
+    need not sit inside their components (train.rel_codes).
+    """
     t, prior, group = cfg["train"], state.prior, state.group
     device = prior.means.device
     source = torch.randint(0, space.num_entities, (t["rel_batch_size"],), device=device)
@@ -217,8 +225,19 @@ def rel_step(state, space, cfg):
         eps[1] = eps[0]  # component, so ReL learns to keep the within-entity position (nuisances)
     source, relation, target, eps = (group.shard(v) for v in (source, relation, target,
                                                               eps.transpose(0, 1)))
-    moved = fast(state, state.rel, prior.sample(source, eps[:, 0]), relation)
-    rel_loss = losses.relational(moved, prior.sample(target, eps[:, 1]), target, prior.means,
+    z, target_eps = prior.sample(source, eps[:, 0]), eps[:, 1]
+    if codes is not None:
+        z_codes, entities = codes
+        n_rel = len(space.relation_names)
+        code_relation = torch.arange(n_rel, device=device).repeat_interleave(len(z_codes))
+        code_target = state.table[code_relation, entities.repeat(n_rel)]
+        code_eps = (prior.whiten(z_codes, entities).repeat(n_rel, 1)
+                    if t["rel_noise"] == "matched" else torch.randn_like(z_codes.repeat(n_rel, 1)))
+        z = torch.cat([z, z_codes.repeat(n_rel, 1)])
+        relation, target = torch.cat([relation, code_relation]), torch.cat([target, code_target])
+        target_eps = torch.cat([target_eps, code_eps])
+    moved = fast(state, state.rel, z, relation)
+    rel_loss = losses.relational(moved, prior.sample(target, target_eps), target, prior.means,
                                  prior.chol, t["rel_loss"])
     total = rel_loss
     if cfg["prior"]["learn_means"]:

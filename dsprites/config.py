@@ -75,6 +75,7 @@ CONFIG = {
         "rel_loss": "mse",  # mse (paper) | nll | xent
         "sup_loss": "nll",  # nll | nll+xent (also pushes labelled codes off other components)
         "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
+        "rel_codes": False,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (on for CUDA) | bf16 | off
         "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores
         "compile": False,  # torch.compile the networks (pays off on GPU for long runs)
