@@ -36,8 +36,9 @@ def decode(model, z) -> np.ndarray:
 
 
 @torch.no_grad()
-def write_standard(run, state, data, cfg, results, names: list[str]) -> None:
-    """Every picture listed above; names[e] is entity e's readable name."""
+def write_standard(run, state, data, cfg, results, names: list[str], source: int = 0) -> None:
+    """Every picture listed above; names[e] is entity e's readable name, `source` the test
+    image the traversals and relation chains start from."""
     model, rel, prior = state.model.eval(), state.rel.eval(), state.prior
     out = run.path
     plots.curves(run.read_metrics(), {
@@ -57,27 +58,28 @@ def write_standard(run, state, data, cfg, results, names: list[str]) -> None:
     # Traversal: each latent axis from -2.5 to +2.5 test-set standard deviations about one code.
     offsets = torch.linspace(-2.5, 2.5, TRAVERSAL_STEPS, device=z.device)
     dims = z.shape[1]
-    grid = z[0].repeat(dims, TRAVERSAL_STEPS, 1)  # (D, steps, D)
+    grid = z[source].repeat(dims, TRAVERSAL_STEPS, 1)  # (D, steps, D)
     axis = torch.arange(dims, device=z.device)
     grid[axis, :, axis] += offsets[None] * z.std(0)[:, None]
     plots.image_grid(decode(model, grid), out / "traversals.png",
                      row_labels=[f"z{d}" for d in range(dims)],
                      col_labels=[f"{o:+.1f}sd" for o in offsets.tolist()],
-                     title=f"latent traversals around a test image of {names[int(labels[0])]}")
+                     title=f"latent traversals around a test image of "
+                           f"{names[int(labels[source])]}")
 
     # Relation chains: one test image through each relation CHAIN_STEPS times.
     num_rel = len(data.space.relation_names)
     relation = torch.arange(num_rel, device=z.device)
-    chain = [z[:1].repeat(num_rel, 1)]
+    chain = [z[source:source + 1].repeat(num_rel, 1)]
     for _ in range(CHAIN_STEPS):
         chain.append(rel(chain[-1], relation))
     decoded = decode(model, torch.stack(chain, dim=1))  # (R, steps + 1, ...)
-    source = for_plot(data.batch("test", slice(0, 1)))
-    inputs = np.repeat(source[:, None], num_rel, axis=0)
+    picture = for_plot(data.batch("test", slice(source, source + 1)))
+    inputs = np.repeat(picture[:, None], num_rel, axis=0)
     plots.image_grid(np.concatenate([inputs, decoded], axis=1), out / "relation_chains.png",
                      row_labels=list(data.space.relation_names),
                      col_labels=["input", "recon"] + [f"x{k}" for k in range(1, CHAIN_STEPS + 1)],
-                     title=f"relation chains from {names[int(labels[0])]}: ReL applied "
+                     title=f"relation chains from {names[int(labels[source])]}: ReL applied "
                            "repeatedly, decoded")
 
     # Per-component samples (an evenly spaced selection when there are many entities).

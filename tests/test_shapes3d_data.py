@@ -5,6 +5,7 @@ import os
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from common.errors import UserError
 from shapes3d import dataset as ds
@@ -485,3 +486,25 @@ def test_load_images_with_a_path_reads_that_file(small_file, rows):
     images, classes = ds.load_images(str(small_file), ROWS[10:20], "/nonexistent")
     np.testing.assert_array_equal(images, rows[1][10:20])
     np.testing.assert_array_equal(classes, rows[0][10:20])
+
+
+def test_pictures_start_from_a_medium_object_that_stands_out_from_its_backgrounds():
+    from types import SimpleNamespace
+
+    from shapes3d.dataset import FACTOR_NAMES
+    from shapes3d.log import showcase
+
+    def row(floor, wall, hue, scale):
+        values = {"floor_hue": floor, "wall_hue": wall, "object_hue": hue, "scale": scale,
+                  "shape": 0, "orientation": 0}
+        return [values[name] for name in FACTOR_NAMES]
+
+    rows = [row(0, 0, 0, 3),  # object hue equals the backgrounds'
+            row(2, 9, 1, 4),  # hue 1 step from the wall (9 -> 0 -> 1 wraps round)
+            row(5, 6, 2, 0),  # far enough, but the smallest size
+            row(5, 6, 2, 4)]  # the first that qualifies
+    data = SimpleNamespace(classes={"test": torch.tensor(rows)},
+                           space=SimpleNamespace(factor_names=FACTOR_NAMES))
+    assert showcase(data) == 3
+    data.classes["test"] = torch.tensor(rows[:3])
+    assert showcase(data) == 0  # none qualifies: the first test image
