@@ -10,10 +10,11 @@ The launcher imports nothing heavy and the writer runs in a process of its own: 
 a parent's peak RSS into a child's ru_maxrss across fork/exec, so the parent that starts the
 reader must stay small. The file is deleted afterwards unless --keep names a folder.
 
-    python bench/read_mpi3d_memory.py [--axis-step 8] [--keep DIR]
+    python bench/read_mpi3d_memory.py [--axis-step 4] [--keep DIR]
 
-The default subset, axis step 8: every colour, shape, size, camera height and background, and
-horizontal and vertical axis indices 0, 8, 16, 24, 32: 6*6*2*3*3*5*5 = 16,200 images.
+The default subset (mpi3d/config.py), axis step 4: every colour, shape, size, camera height and
+background, and horizontal and vertical axis indices 0, 4, ..., 36: 6*6*2*3*3*10*10 = 64,800
+images.
 """
 import argparse
 import json
@@ -92,7 +93,7 @@ def measure(folder, axis_step):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--axis-step", type=int, default=8,
+    parser.add_argument("--axis-step", type=int, default=4,
                         help="horizontal and vertical axis indices range(0, 40, step)")
     parser.add_argument("--keep", metavar="DIR", help="write (or reuse) the file in DIR")
     parser.add_argument("--write-only", metavar="PATH", help=argparse.SUPPRESS)
