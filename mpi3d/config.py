@@ -21,7 +21,7 @@ CONFIG = {
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "root": "runs",  # relative paths are from the repository root
         "name": "",  # empty: mpi3d-<timestamp>
-        "eval_every": 1,  # epochs between validation passes (relational phase)
+        "eval_every": 2,  # epochs between validation passes (relational phase)
         "threads": 0,  # CPU threads for torch; 0 keeps torch's default
     },
     "data": {
@@ -72,7 +72,7 @@ CONFIG = {
         "labelled_batch_size": 64,
         "rel_batch_size": 512,
         "warmup_epochs": 1,
-        "relational_epochs": 11,
+        "relational_epochs": 12,
         "lr": 1e-3,
         "disc_lr": 1e-3,
         "rel_lr": 3e-3,
