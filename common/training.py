@@ -231,9 +231,10 @@ def rel_step(state, space, cfg, codes=None):
         n_rel = len(space.relation_names)
         code_relation = torch.arange(n_rel, device=device).repeat_interleave(len(z_codes))
         code_target = state.table[code_relation, entities.repeat(n_rel)]
+        z_codes_all = z_codes.repeat(n_rel, 1)  # every code under every relation
         code_eps = (prior.whiten(z_codes, entities).repeat(n_rel, 1)
-                    if t["rel_noise"] == "matched" else torch.randn_like(z_codes.repeat(n_rel, 1)))
-        z = torch.cat([z, z_codes.repeat(n_rel, 1)])
+                    if t["rel_noise"] == "matched" else torch.randn_like(z_codes_all))
+        z = torch.cat([z, z_codes_all])
         relation, target = torch.cat([relation, code_relation]), torch.cat([target, code_target])
         target_eps = torch.cat([target_eps, code_eps])
     moved = fast(state, state.rel, z, relation)
