@@ -30,6 +30,7 @@ from common.augment import mask_square, salt_and_pepper
 from common.checkpoint import atomic_write
 from common.entities import EntitySpace
 from common.errors import UserError
+from common.render import render_rows
 
 FACTOR_NAMES = ("object_color", "object_shape", "object_size", "camera_height",
                 "background_color", "horizontal_axis", "vertical_axis")
@@ -614,13 +615,8 @@ def load_images(path, flat_indices, cache_dir, variant):
     if not cache.exists():
         cache.parent.mkdir(parents=True, exist_ok=True)
         classes = classes_from_flat(wanted, variant)
-        images = np.empty((len(wanted), *IMAGE_SHAPE), np.uint8)
-        with tqdm(total=len(wanted), desc="rendering the MPI3D toy stand-in", unit="img",
-                  file=sys.stderr) as bar:
-            for start in range(0, len(wanted), _RENDER_CHUNK):
-                chunk = classes[start:start + _RENDER_CHUNK]
-                images[start:start + len(chunk)] = render(chunk)
-                bar.update(len(chunk))
+        images = render_rows(render, classes, IMAGE_SHAPE, _RENDER_CHUNK,
+                             "rendering the MPI3D toy stand-in")
         write_npz(cache, images, compressed=False)
     return _read_rows(cache, flat_indices, variant, wanted, None,
                       f"delete {cache} and rerun to render it again")

@@ -12,18 +12,17 @@ one code path.
 import functools
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from common import data as datalib
 from common.augment import mask_square, salt_and_pepper
 from common.checkpoint import atomic_write
 from common.entities import EntitySpace
 from common.errors import UserError
+from common.render import render_rows
 
 FILE_NAME = "3dshapes.h5"
 FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
@@ -463,13 +462,8 @@ def load_images(path, flat_indices, cache_dir):
     if not cache.exists():
         cache.parent.mkdir(parents=True, exist_ok=True)
         classes = classes_from_flat(wanted)
-        images = np.empty((len(wanted), *IMAGE_SHAPE), np.uint8)
-        with tqdm(total=len(wanted), desc="rendering the Shapes3D stand-in", unit="img",
-                  file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-            for start in range(0, len(wanted), _RENDER_CHUNK):
-                chunk = classes[start:start + _RENDER_CHUNK]
-                images[start:start + len(chunk)] = render(chunk)
-                bar.update(len(chunk))
+        images = render_rows(render, classes, IMAGE_SHAPE, _RENDER_CHUNK,
+                             "rendering the Shapes3D stand-in")
         write_h5(cache, images, classes)
     return _read_rows(cache, flat_indices, f"delete {cache} and rerun to render it again")
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
+from common.render import render_rows
 from mpi3d import dataset as md
 
 TOY = (6, 6, 2, 3, 3, 40, 40)
@@ -104,6 +105,15 @@ def test_render_shape_dtype_and_determinism():
     np.testing.assert_array_equal(images[17:18], md.render(classes[17:18]))  # chunk-independent
     # the background fills the top-left corner, which nothing reaches
     np.testing.assert_array_equal(images[:, 0, 0], md.BACKGROUNDS[classes[:, 4]])
+
+
+def test_rendering_in_worker_processes_gives_the_same_images():
+    classes = md.classes_from_flat(np.arange(0, 1036800, 16200), "toy")  # 64 rows
+    serial = render_rows(md.render, classes, md.IMAGE_SHAPE, chunk=4, desc="", workers=1)
+    parallel = render_rows(md.render, classes, md.IMAGE_SHAPE, chunk=4, desc="", workers=2)
+    np.testing.assert_array_equal(serial, md.render(classes))
+    np.testing.assert_array_equal(parallel, serial)
+    assert len(np.unique(parallel.reshape(64, -1), axis=0)) > 32  # not one picture repeated
 
 
 @pytest.mark.parametrize("factor", range(7))
