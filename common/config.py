@@ -92,7 +92,8 @@ def apply_overrides(defaults: dict, overrides: list[str]) -> dict:
 # `upgrade` fills them into an older run's config.json so it can still be resumed or evaluated.
 ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "eval.classifier_steps": 1500, "train.sup_loss": "nll",
-              "data.labelled_mirror_prob": 0.0, "train.rel_codes": False}
+              "data.labelled_mirror_prob": 0.0, "train.rel_codes": False,
+              "train.lr_decay_epochs": 0}
 
 
 def upgrade(cfg: dict) -> dict:
@@ -131,7 +132,7 @@ def validate_method(cfg: dict) -> None:
     """Range checks of the sections every dataset shares (run, train, prior, model, eval) that
     the type checker cannot do; raises UserError naming the key."""
     train, model, prior, ev = cfg["train"], cfg["model"], cfg["prior"], cfg["eval"]
-    for key in ("warmup_epochs", "relational_epochs"):
+    for key in ("warmup_epochs", "relational_epochs", "lr_decay_epochs"):
         if train[key] < 0:
             raise UserError(f"train.{key} must be >= 0, got {train[key]}")
     for key in ("batch_size", "labelled_batch_size", "rel_batch_size", "rel_steps"):

@@ -28,6 +28,17 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware: CUDA GPUs from Ampere on, CPUs with
+    AVX512-BF16 or AMX. There bf16 autocast is faster; elsewhere it is emulated and slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
 def rng_state() -> dict:
     """Every RNG state a training step uses, as tensors (loadable with weights_only=True)."""
     state = {"torch": torch.get_rng_state()}

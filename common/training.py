@@ -102,7 +102,8 @@ def build_state(recipe: Recipe, cfg: dict, data: Data, device, group=None) -> St
         table=torch.as_tensor(data.space.table, device=device),
         group=group,
         device=torch.device(device),
-        amp=t["amp"] == "bf16" or (t["amp"] == "auto" and torch.device(device).type == "cuda"),
+        amp=t["amp"] == "bf16"
+        or (t["amp"] == "auto" and runtime.native_bf16(torch.device(device))),
     )
 
 
@@ -250,6 +251,24 @@ def rel_step(state, space, cfg, codes=None):
     return rel_loss
 
 
+def lr_factor(cfg, epoch: float) -> float:
+    """Learning-rate multiplier at a (fractional) epoch: 1, then, over the last
+    train.lr_decay_epochs relational epochs (all of them if fewer), straight down towards 0."""
+    t = cfg["train"]
+    end = t["warmup_epochs"] + t["relational_epochs"]
+    decay = min(t["lr_decay_epochs"], t["relational_epochs"])
+    if decay == 0 or epoch < end - decay:
+        return 1.0
+    return max(end - epoch, 0.0) / decay
+
+
+def set_lr(state, factor: float) -> None:
+    """Every optimiser's learning rates to factor x their configured values."""
+    for opt in (state.ae_opt, state.disc_opt, state.rel_opt):
+        for group in opt.param_groups:
+            group["lr"] = factor * group.setdefault("base_lr", group["lr"])
+
+
 def train_epoch(state, data, cfg, phase: str) -> dict:
     """One pass over the training images in the given phase; mean losses."""
     step = warmup_step if phase == "warmup" else relational_step
@@ -260,6 +279,7 @@ def train_epoch(state, data, cfg, phase: str) -> dict:
     bar = tqdm(order, desc=f"epoch {state.epoch + 1} {phase}", leave=False, file=sys.stderr,
                dynamic_ncols=True, disable=not sys.stderr.isatty())
     for i, idx in enumerate(bar):
+        set_lr(state, lr_factor(cfg, state.epoch + i / len(order)))
         step_losses = {k: v.item() for k, v in state.group.mean(step(state, data, idx, cfg)).items()}
         for name, value in step_losses.items():
             if not math.isfinite(value):
@@ -447,6 +467,8 @@ def main(recipe: Recipe, argv=None) -> int:
         run = None
     if group.is_main:
         print(f"run folder: {run.path}", file=sys.stderr)
+        print(f"training forward passes in {'bf16 autocast' if state.amp else 'fp32'} "
+              f"(train.amp={cfg['train']['amp']})", file=sys.stderr)
     train(state, data, cfg, run)
     if not group.is_main:
         group.barrier()

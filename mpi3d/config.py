@@ -72,10 +72,11 @@ CONFIG = {
         "labelled_batch_size": 64,
         "rel_batch_size": 512,
         "warmup_epochs": 1,
-        "relational_epochs": 12,
+        "relational_epochs": 16,
         "lr": 1e-3,
         "disc_lr": 1e-3,
         "rel_lr": 3e-3,
+        "lr_decay_epochs": 4,  # last relational epochs, over which every lr falls to 0
         "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
         "adv_weight": 3.0,
         "sup_weight": 20.0,  # weight of the supervised term (sup_loss); 0 = paper
@@ -83,7 +84,7 @@ CONFIG = {
         "sup_loss": "nll+xent",  # nll | nll+xent (also pushes labelled codes off other components)
         "rel_noise": "matched",  # target sample's noise: independent (paper) | matched
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
-        "amp": "auto",  # bf16 autocast: auto (on for CUDA) | bf16 | off
+        "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
         "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores
         "compile": False,  # torch.compile the networks (pays off on GPU for long runs)
     },

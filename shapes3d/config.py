@@ -79,6 +79,7 @@ CONFIG = {
         "lr": 1e-3,
         "disc_lr": 1e-3,
         "rel_lr": 3e-3,
+        "lr_decay_epochs": 0,  # last relational epochs, over which every lr falls to 0 (0: constant)
         "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
         "adv_weight": 3.0,
         "sup_weight": 20.0,  # weight of the supervised term (sup_loss); 0 = paper
@@ -88,7 +89,7 @@ CONFIG = {
         # position, i.e. the backgrounds; also raised data relation accuracy 0.83 -> 0.9+)
         "rel_noise": "matched",
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
-        "amp": "auto",  # bf16 autocast: auto (on for CUDA) | bf16 | off
+        "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
         "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores
         "compile": False,  # torch.compile the networks (pays off on GPU for long runs)
     },

@@ -8,6 +8,7 @@ import pytest
 from common import config as configlib
 from common.data import labelled_subset, split_indices
 from common.errors import UserError
+from common.training import lr_factor
 from dsprites import dataset as ds
 from dsprites.config import CONFIG, PRESETS, validate
 from mpi3d.config import CONFIG as MPI3D
@@ -216,6 +217,7 @@ def test_validate_accepts_defaults():
 @pytest.mark.parametrize("override,pattern", [
     ("train.warmup_epochs=-1", r"train.warmup_epochs must be >= 0, got -1"),
     ("train.relational_epochs=-3", r"train.relational_epochs must be >= 0"),
+    ("train.lr_decay_epochs=-1", r"train.lr_decay_epochs must be >= 0, got -1"),
     ("train.batch_size=0", r"train.batch_size must be >= 1"),
     ("train.rel_lr=0", r"train.rel_lr must be > 0"),
     ("train.rel_loss=l1", r"train.rel_loss must be one of mse, nll, xent, got 'l1'"),
@@ -306,3 +308,14 @@ def test_labelled_budget_larger_than_available_names_the_max():
     chosen = labelled_subset(entities, 7, 4, seed=0)
     np.testing.assert_array_equal(np.bincount(entities[chosen]), [7, 7, 7, 7])
     assert len(np.unique(chosen)) == 28
+
+
+def test_lr_factor_falls_linearly_to_zero_over_the_last_relational_epochs():
+    cfg = {"train": {"warmup_epochs": 1, "relational_epochs": 8, "lr_decay_epochs": 4}}
+    assert [lr_factor(cfg, e) for e in (0.0, 0.5, 4.0, 5.0)] == [1.0, 1.0, 1.0, 1.0]
+    assert lr_factor(cfg, 7.0) == pytest.approx(0.5)
+    assert lr_factor(cfg, 8.75) == pytest.approx(0.0625)
+    cfg["train"]["lr_decay_epochs"] = 0  # constant
+    assert lr_factor(cfg, 8.75) == 1.0
+    cfg["train"]["lr_decay_epochs"] = 20  # more than there are: over the whole relational phase
+    assert lr_factor(cfg, 1.0) == 1.0 and lr_factor(cfg, 5.0) == pytest.approx(0.5)
