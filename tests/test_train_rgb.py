@@ -68,12 +68,12 @@ def test_train_writes_a_complete_run_and_evaluate_reproduces_it(tmp_path, datase
     assert "| rel_acc_decoded |" in report and "(relation_chains.png)" in report
     assert json.loads((run_dir / "config.json").read_text())["run"]["name"] == "full"
     # MPI3D's default lets every learning rate fall to 0 over the last relational epochs
-    # (here both); Shapes3D's keeps them constant
+    # (here both: the last step runs at a quarter or less); Shapes3D's keeps them constant
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     for opt in ("ae_opt", "disc_opt", "rel_opt"):
         for group in ckpt[opt]["param_groups"]:
             if dataset == "mpi3d":
-                assert 0 < group["lr"] < 0.05 * group["base_lr"], opt
+                assert 0 < group["lr"] <= 0.25 * group["base_lr"], opt
             else:
                 assert group["lr"] == group["base_lr"], opt
 
