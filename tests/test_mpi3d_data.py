@@ -500,3 +500,26 @@ def test_only_the_toy_variant_has_a_stand_in(variant, tmp_path):
     assert f"variant '{variant}' has no procedural stand-in" in message
     assert md.VARIANTS[variant][0] in message and "data.variant='toy'" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pictures_start_from_a_large_contrasting_object_near_the_middle():
+    import torch
+
+    from mpi3d.log import showcase
+
+    def row(color, size, background, horizontal, vertical):
+        values = {"object_color": color, "object_shape": 0, "object_size": size,
+                  "camera_height": 0, "background_color": background,
+                  "horizontal_axis": horizontal, "vertical_axis": vertical}
+        return [values[name] for name in md.FACTOR_NAMES]
+
+    rows = [row(0, 0, 0, 20, 20),  # small
+            row(2, 1, 2, 20, 20),  # red on salmon: too little contrast
+            row(0, 1, 0, 0, 36),  # large white on purple, in a corner
+            row(3, 1, 2, 16, 24),  # large blue on salmon, near the middle: this one
+            row(1, 1, 0, 36, 36)]
+    data = SimpleNamespace(classes={"test": torch.tensor(rows)},
+                           space=SimpleNamespace(factor_names=md.FACTOR_NAMES))
+    assert showcase(data) == 3
+    data.classes["test"] = torch.tensor(rows[:2])
+    assert showcase(data) == 0  # none qualifies: the first test image
