@@ -22,6 +22,7 @@ def test_two_processes_match_one(tmp_path):
     # fp32: bf16 rounding (3 significant digits) would hide a wrong reduction in its noise
     single = run([*tiny(tmp_path, "one"), "run.threads=1", "train.amp=off"])
     assert single.returncode == 0, single.stderr
+    assert "training forward passes in fp32 (train.amp=off)" in single.stderr
     launcher = str(TORCHRUN) if TORCHRUN.exists() else shutil.which("torchrun")
     double = subprocess.run(
         [launcher, "--standalone", "--nproc_per_node=2", str(SCRIPT),

@@ -146,6 +146,7 @@ def test_gpu_path_switches_bf16_and_compile_run_and_checkpoint_portably(tmp_path
     result = run([*tiny(tmp_path, "fast", epochs=(1, 1)), "train.amp=bf16",
                   "train.compile=true", "train.channels_last=true"])
     assert result.returncode == 0, result.stderr
+    assert "training forward passes in bf16 autocast (train.amp=bf16)" in result.stderr
     run_dir = tmp_path / "runs" / "fast"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 < metrics["test/recon_loss"] < 5000
