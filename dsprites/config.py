@@ -69,7 +69,7 @@ CONFIG = {
         "lr": 1e-3,
         "disc_lr": 1e-3,
         "rel_lr": 3e-3,
-        "lr_decay_epochs": 0,  # last relational epochs, over which every lr falls to 0 (0: constant)
+        "lr_decay_epochs": 0,  # every lr falls linearly to 0 over these last epochs; 0: constant
         "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
         "adv_weight": 3.0,
         "sup_weight": 6.0,  # weight of the supervised term (sup_loss); 0 = paper
