@@ -13,6 +13,7 @@ import torch
 
 from common import plots
 from common.evaluation import encode
+from common.training import decay_start
 
 CHAIN_STEPS = 6
 TRAVERSAL_STEPS = 9
@@ -36,6 +37,14 @@ def decode(model, z) -> np.ndarray:
 
 
 @torch.no_grad()
+def _phase_marks(t: dict) -> dict:
+    """Where the warm-up ends and the learning-rate decay starts: between two epochs' rows."""
+    marks = {"warm-up ends": t["warmup_epochs"] + 0.5}
+    if decay_start(t) is not None:
+        marks["lr decay starts"] = decay_start(t) + 0.5
+    return marks
+
+
 def write_standard(run, state, data, cfg, results, names: list[str], source: int = 0) -> None:
     """Every picture listed above; names[e] is entity e's readable name, `source` the test
     image the traversals and relation chains start from."""
@@ -48,7 +57,7 @@ def write_standard(run, state, data, cfg, results, names: list[str], source: int
         "validation": ["val/cluster_acc@0.99", "val/cluster_accept@0.99",
                        "val/rel_acc_latent", "val/rel_acc_data"],
     }, out / "training_curves.png", log_panels=("reconstruction",),
-        phase_start=cfg["train"]["warmup_epochs"] + 0.5)  # dashed: warm-up ends
+        marks=_phase_marks(cfg["train"]))
 
     labels = data.entities["test"]
     z = encode(model, data, "test")

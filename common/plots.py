@@ -34,10 +34,11 @@ def image_grid(images, path, row_labels=None, col_labels=None, title=None, cell=
     plt.close(fig)
 
 
-def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=(), phase_start=None):
+def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=(), marks=None):
     """One panel per group {panel title: [column names]} of a metrics CSV (list of dicts).
 
-    phase_start: x where a new training phase begins, drawn as a dashed line on every panel.
+    marks: {label: x} of moments in training (a phase starts), drawn as labelled vertical lines
+    on every panel.
     """
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
     for ax, (title, keys) in zip(axes[0], groups.items()):
@@ -47,8 +48,8 @@ def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=(), p
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="." if len(points) < 30 else None, label=key.split("/")[-1])
         ax.set_title(title, fontsize=9)
-        if phase_start is not None:
-            ax.axvline(phase_start, color="grey", linestyle="--", linewidth=0.8)
+        for (label, x), style in zip((marks or {}).items(), ("--", ":", "-.")):
+            ax.axvline(x, color="grey", linestyle=style, linewidth=0.8, label=label)
         if title in log_panels:
             ax.set_yscale("log")
         ax.set_xlabel(x_key)

@@ -251,15 +251,21 @@ def rel_step(state, space, cfg, codes=None):
     return rel_loss
 
 
-def lr_factor(cfg, epoch: float) -> float:
-    """Learning-rate multiplier at a (fractional) epoch: 1, then, over the last
-    train.lr_decay_epochs relational epochs (all of them if fewer), straight down towards 0."""
-    t = cfg["train"]
-    end = t["warmup_epochs"] + t["relational_epochs"]
+def decay_start(t: dict) -> int | None:
+    """The epoch where the learning rates start to fall: train.lr_decay_epochs before the end
+    (the whole relational phase if it is shorter); None when they stay constant."""
     decay = min(t["lr_decay_epochs"], t["relational_epochs"])
-    if decay == 0 or epoch < end - decay:
+    return t["warmup_epochs"] + t["relational_epochs"] - decay if decay else None
+
+
+def lr_factor(cfg, epoch: float) -> float:
+    """Learning-rate multiplier at a (fractional) epoch: 1, then from decay_start straight down
+    towards 0 at the end."""
+    t = cfg["train"]
+    start, end = decay_start(t), t["warmup_epochs"] + t["relational_epochs"]
+    if start is None or epoch < start:
         return 1.0
-    return max(end - epoch, 0.0) / decay
+    return max(end - epoch, 0.0) / (end - start)
 
 
 def set_lr(state, factor: float) -> None:
