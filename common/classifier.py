@@ -9,6 +9,10 @@ the training pictures, their labels and its settings, so every run on the same d
 
 Decoded pictures are smoother than real ones, so training adds a random blur to half of the
 pictures: the instrument should read a slightly soft square as a square.
+
+Every convolution is followed by batch normalisation. Without it the same network read MPI3D's
+object shape at chance (0.23 on test pictures after the default 1,500 steps, 0.38 after 4,000)
+while it read colour and size; with it, 0.99 in the same 20 s.
 """
 
 import hashlib
@@ -25,7 +29,7 @@ from tqdm import tqdm
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data import Data, batches
 
-VERSION = 2
+VERSION = 3  # 3: batch normalisation after every convolution
 SETTINGS = {"steps": 1500, "batch_size": 64, "lr": 1e-3, "channels": [16, 32, 32, 32],
             "hidden": 128, "seed": 0}
 # A nuisance factor counts in "unchanged nuisances" only when the classifier reads it this well
@@ -74,7 +78,8 @@ class FactorClassifier(nn.Module):
         widths = [in_channels, *channels]
         layers = []
         for c_in, c_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out),
+                       nn.ReLU()]
         self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels[-1] * 16, hidden),
                                   nn.ReLU())
         self.out = nn.Linear(hidden, sum(head_sizes))

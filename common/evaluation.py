@@ -57,6 +57,8 @@ def decoded(state, data: Data, cfg: dict, clf, heads, clf_acc: dict) -> dict:
         reads reliably, classifier.RELIABLE) still equal the source image's;
     recon_entity_acc_decoded: the same read on plain reconstructions (what the autoencoder
         alone keeps: an upper bound for the relations);
+    recon_factor_acc_decoded/<factor>: per factor the classifier reads, the fraction of
+        reconstructions that show the source image's value (which factor the decoder loses);
     component_acc_decoded(_min): samples of each mixture component, decoded and classified:
         the fraction showing that component's entity (mean over components, worst component).
     """
@@ -70,7 +72,11 @@ def decoded(state, data: Data, cfg: dict, clf, heads, clf_acc: dict) -> dict:
         pred = clf.predict(model.decode_images(codes))
         return classifier.entity_of(pred, heads, space.bin_counts), pred
 
-    out = {"recon_entity_acc_decoded": float((read(z)[0] == labels).float().mean())}
+    entity, pred = read(z)
+    out = {"recon_entity_acc_decoded": float((entity == labels).float().mean())}
+    for i, head in enumerate(heads):
+        out[f"recon_factor_acc_decoded/{head.factor}"] = float((pred[:, i] == truth[:, i])
+                                                              .float().mean())
     for r, name in enumerate(space.relation_names):
         relation = torch.full((len(z),), r, device=z.device)
         entity, pred = read(rel(z, relation))
