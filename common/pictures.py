@@ -36,15 +36,16 @@ def decode(model, z) -> np.ndarray:
     return for_plot(flat.reshape(*z.shape[:-1], *flat.shape[1:]))
 
 
-@torch.no_grad()
 def _phase_marks(t: dict) -> dict:
     """Where the warm-up ends and the learning-rate decay starts: between two epochs' rows."""
     marks = {"warm-up ends": t["warmup_epochs"] + 0.5}
-    if decay_start(t) is not None:
-        marks["lr decay starts"] = decay_start(t) + 0.5
+    start = decay_start(t)
+    if start is not None:
+        marks["lr decay starts"] = start + 0.5
     return marks
 
 
+@torch.no_grad()
 def write_standard(run, state, data, cfg, results, names: list[str], source: int = 0) -> None:
     """Every picture listed above; names[e] is entity e's readable name, `source` the test
     image the traversals and relation chains start from."""
