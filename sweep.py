@@ -5,6 +5,7 @@
     python sweep.py dsprites --jobs 2                         # two runs at once (1 thread each)
     python sweep.py dsprites --shard 1/3                      # this machine's third of the runs
     python sweep.py dsprites --collect                        # only gather and plot
+    python sweep.py dsprites --preset paper                   # every run from a config preset
 
 Each run is the real <dataset>/train.py with run.seed and data.labelled_per_entity set, in
 <out>/budget<B>-seed<S>/ (its log beside it). Finished runs are skipped and stopped ones
@@ -29,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from common import plots  # noqa: E402
 
-DATASETS = ("dsprites", "shapes3d", "mpi3d")
+DATASETS = sorted(path.parent.name for path in REPO.glob("*/train.py"))  # every dataset folder
 METRICS = ("test/cluster_acc@0.99", "test/cluster_accept@0.99", "test/rel_acc_latent",
            "test/rel_acc_data", "test/rel_acc_decoded", "test/component_acc_decoded",
            "test/mig", "test/dci_disentanglement")
@@ -40,21 +41,21 @@ def run_name(budget: int, seed: int) -> str:
     return f"budget{budget}-seed{seed}"
 
 
-def command(dataset, out: Path, budget, seed, overrides, threads) -> list[str]:
+def command(dataset, out: Path, budget, seed, overrides, threads, preset=None) -> list[str]:
     """The train.py call for one run: resume a stopped one, else start it."""
     run_dir = out / run_name(budget, seed)
     script = [sys.executable, str(REPO / dataset / "train.py")]
     if (run_dir / "config.json").exists():
         return [*script, "--resume", str(run_dir)]
-    return [*script, f"run.root={out}", f"run.name={run_name(budget, seed)}",
+    return [*script, *(["--preset", preset] if preset else []), f"run.root={out}", f"run.name={run_name(budget, seed)}",
             f"run.seed={seed}", f"data.labelled_per_entity={budget}",
             *([f"run.threads={threads}"] if threads else []), *overrides]
 
 
-def execute(dataset, out, budget, seed, overrides, threads) -> int:
+def execute(dataset, out, budget, seed, overrides, threads, preset) -> int:
     log = out / f"{run_name(budget, seed)}.log"
     with open(log, "a") as handle:
-        return subprocess.run(command(dataset, out, budget, seed, overrides, threads),
+        return subprocess.run(command(dataset, out, budget, seed, overrides, threads, preset),
                               stdout=handle, stderr=subprocess.STDOUT, cwd=REPO).returncode
 
 
@@ -100,6 +101,7 @@ def parse_args(argv=None):
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("dataset", choices=DATASETS)
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
+    parser.add_argument("--preset", help="a preset of the dataset's config.py for every run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 5, 20, 100],
                         help="labelled images per entity")
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
     if not args.collect and todo:
         with ThreadPoolExecutor(args.jobs) as pool, \
                 tqdm(total=len(todo), desc=f"sweep {args.dataset}", file=sys.stderr) as bar:
-            futures = {pool.submit(execute, args.dataset, out, b, s, args.overrides, threads):
+            futures = {pool.submit(execute, args.dataset, out, b, s, args.overrides, threads,
+                                   args.preset):
                        (b, s) for b, s in todo}
             for future in as_completed(futures):
                 if future.cancelled():

@@ -28,9 +28,10 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from common import config as configlib  # noqa: E402
-from common import evaluation, training  # noqa: E402
+from common import runtime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+DATASETS = sorted(path.parent.name for path in REPO.glob("*/train.py"))
 
 
 def sync(device):
@@ -86,7 +87,7 @@ def time_to_accuracy(dataset, overrides, target=0.95) -> float | None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--dataset", default="dsprites", choices=["dsprites", "shapes3d", "mpi3d"])
+    parser.add_argument("--dataset", default="dsprites", choices=DATASETS)
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=30)
@@ -94,28 +95,30 @@ def main():
                         help="also run a full training to time accuracy 0.95 (minutes)")
     args = parser.parse_args()
 
-    recipe = importlib.import_module(f"{args.dataset}.train").RECIPE
-    cfg = configlib.apply_overrides(recipe.config, [f"run.device={args.device}", *args.overrides])
-    recipe.validate(cfg)
-    _, device, data = training.setup(recipe, cfg)
-    state = training.build_state(recipe, cfg, data, device)
-    t = cfg["train"]
-    batch = torch.arange(t["batch_size"], device=device)
+    train = importlib.import_module(f"{args.dataset}.train")  # the dataset's own loop
+    cfg = configlib.apply_overrides(train.config.CONFIG,
+                                    [f"run.device={args.device}", *args.overrides])
+    train.config.validate(cfg)
+    _, device = runtime.setup(cfg)
+    data = train.dataset.load_data(cfg, device, REPO)
+    state = train.build_state(cfg, data, device)
+    batch = torch.arange(cfg["train"]["batch_size"], device=device)
     space = data.space
+    batch_size, rel_batch_size = cfg["train"]["batch_size"], cfg["train"]["rel_batch_size"]
 
     results = {"dataset": args.dataset, "device": str(device), "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "batch_size": t["batch_size"]}
-    warmup_s = timed(lambda: training.warmup_step(state, data, batch, cfg), device, args.steps)
-    results["warmup_img_s"] = t["batch_size"] / warmup_s
-    flops = step_flops(lambda: training.warmup_step(state, data, batch, cfg))
-    results["warmup_flops_per_img"] = flops / t["batch_size"]
+               "threads": torch.get_num_threads(), "batch_size": batch_size}
+    warmup_s = timed(lambda: train.warmup_step(state, data, batch, cfg), device, args.steps)
+    results["warmup_img_s"] = batch_size / warmup_s
+    flops = step_flops(lambda: train.warmup_step(state, data, batch, cfg))
+    results["warmup_flops_per_img"] = flops / batch_size
 
-    training.init_adaptive_prior(state, data, cfg)
-    relational_s = timed(lambda: training.relational_step(state, data, batch, cfg), device,
+    train.init_adaptive_prior(state, data, cfg)
+    relational_s = timed(lambda: train.relational_step(state, data, batch, cfg), device,
                          args.steps)
-    results["relational_img_s"] = t["batch_size"] / relational_s
-    rel_s = timed(lambda: training.rel_step(state, space, cfg), device, args.steps)
-    results["rel_examples_s"] = t["rel_batch_size"] / rel_s
+    results["relational_img_s"] = batch_size / relational_s
+    rel_s = timed(lambda: train.rel_step(state, space, cfg), device, args.steps)
+    results["rel_examples_s"] = rel_batch_size / rel_s
 
     def relation_batch(n):
         source = torch.randint(0, space.num_entities, (n,), device=device)
@@ -129,7 +132,7 @@ def main():
     results["rel_batch_4096_over_64"] = large / small
 
     start = time.perf_counter()
-    evaluation.evaluate(state, data, cfg, "val")
+    train.evaluate(state, data, cfg, "val")
     sync(device)
     results["eval_s"] = time.perf_counter() - start
 

@@ -128,42 +128,6 @@ def check_types(cfg: dict, defaults: dict) -> None:
             )
 
 
-def validate_method(cfg: dict) -> None:
-    """Range checks of the sections every dataset shares (run, train, prior, model, eval) that
-    the type checker cannot do; raises UserError naming the key."""
-    train, model, prior, ev = cfg["train"], cfg["model"], cfg["prior"], cfg["eval"]
-    for key in ("warmup_epochs", "relational_epochs", "lr_decay_epochs"):
-        if train[key] < 0:
-            raise UserError(f"train.{key} must be >= 0, got {train[key]}")
-    for key in ("batch_size", "labelled_batch_size", "rel_batch_size", "rel_steps"):
-        if train[key] < 1:
-            raise UserError(f"train.{key} must be >= 1, got {train[key]}")
-    for key in ("lr", "disc_lr", "rel_lr"):
-        if train[key] <= 0:
-            raise UserError(f"train.{key} must be > 0, got {train[key]}")
-    choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
-               "train.sup_loss": ("nll", "nll+xent"),
-               "train.rel_noise": ("independent", "matched"),
-               "prior.warmup": ("normal", "uniform")}
-    for dotted, allowed in choices.items():
-        section, key = dotted.split(".")
-        if cfg[section][key] not in allowed:
-            raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got "
-                            f"'{cfg[section][key]}'")
-    for key in ("means_lr", "gm_cov"):
-        if prior[key] <= 0:
-            raise UserError(f"prior.{key} must be > 0, got {prior[key]}")
-    if not 0.0 <= prior["pooling"] <= 1.0:
-        raise UserError(f"prior.pooling must be in [0, 1], got {prior['pooling']}")
-    if model["z_dim"] < 1 or len(model["channels"]) != 4 or min(model["channels"]) < 1:
-        raise UserError("model.z_dim must be >= 1 and model.channels four positive widths")
-    if cfg["run"]["eval_every"] < 1:
-        raise UserError(f"run.eval_every must be >= 1, got {cfg['run']['eval_every']}")
-    for key in ("rel_samples", "classifier_steps"):
-        if ev[key] < 1:
-            raise UserError(f"eval.{key} must be >= 1, got {ev[key]}")
-
-
 def validate_factors(cfg: dict, dataset: str, factor_names, factor_sizes) -> None:
     """Every factor is either an entity factor (entities.bins) or a nuisance (data.nuisances)
     with at least one valid value index."""
@@ -183,11 +147,17 @@ def validate_factors(cfg: dict, dataset: str, factor_names, factor_sizes) -> Non
             raise UserError(f"data.nuisances.{name} is empty; list at least one index")
 
 
-def validate_augment(cfg: dict) -> None:
-    """The input augmentation settings of data.* (noise, masking, mirroring)."""
-    data = cfg["data"]
-    for key in ("noise_prob", "noise_rate", "mask_prob", "labelled_mirror_prob"):
-        if not 0.0 <= data[key] <= 1.0:
-            raise UserError(f"data.{key} must be in [0, 1], got {data[key]}")
-    if not 1 <= data["mask_size"] <= 64:
-        raise UserError(f"data.mask_size must be in 1..64, got {data['mask_size']}")
+def resolve(defaults: dict, presets: dict, preset: str | None, overrides: list[str]) -> dict:
+    """The config of a new run: the defaults, then the named preset, then the overrides."""
+    if preset is not None and preset not in presets:
+        raise UserError(f"unknown preset '{preset}'; choose from {sorted(presets)}")
+    chosen = presets.get(preset, {}) if preset is not None else {}
+    as_text = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in chosen.items()]
+    return apply_overrides(apply_overrides(defaults, as_text), overrides)
+
+
+def saved(run_config: dict, defaults: dict) -> dict:
+    """A run's saved config.json, upgraded and checked against today's keys and types."""
+    cfg = upgrade(run_config)
+    check_types(cfg, defaults)
+    return cfg

@@ -1,4 +1,4 @@
-"""The one exception type that means "the user must fix something"."""
+"""The exceptions a training script turns into exit codes (common/cli.py)."""
 
 
 class UserError(Exception):
@@ -6,3 +6,7 @@ class UserError(Exception):
 
     Scripts catch it at the top level and print the message alone, without a traceback.
     """
+
+
+class TrainingDiverged(Exception):
+    """A loss became NaN or infinite; the message names the loss, epoch and step."""

@@ -1,4 +1,5 @@
-"""Plotting helpers shared by every dataset: image grids, curves, latent scatter, accuracy vs q.
+"""Plotting helpers shared by every dataset: image grids, curves, latent scatter, accuracy vs q,
+metrics against the labelled budget.
 
 Every function writes one PNG and closes its figure (safe for long runs and headless machines).
 """
@@ -8,28 +9,31 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+GRID_PAD = 2  # pixels of white between the tiles of an image grid
 
 
 def image_grid(images, path, row_labels=None, col_labels=None, title=None, cell=1.0):
-    """images: (R, C, H, W) grey in [0, 1] or (R, C, H, W, 3) RGB -> one PNG grid."""
-    images = np.asarray(images)
-    rows, cols = images.shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 1.2, cell * rows + 0.6),
-                             squeeze=False)
-    for r in range(rows):
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.imshow(images[r, c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row_labels is not None and c == 0:
-                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
-            if col_labels is not None and r == 0:
-                ax.set_title(col_labels[c], fontsize=7)
+    """images: (R, C, channels, H, W) in [0, 1], 1 channel (grey) or 3 (RGB) -> one PNG: the
+    tiles laid out by torchvision's make_grid, rows and columns labelled at their centres."""
+    images = torch.as_tensor(images).detach().float().cpu().clamp(0, 1)
+    rows, cols, _, height, width = images.shape
+    grid = make_grid(images.flatten(0, 1), nrow=cols, padding=GRID_PAD, pad_value=1.0)
+    fig, ax = plt.subplots(figsize=(cell * cols + 1.2, cell * rows + 0.6))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([GRID_PAD + (width + GRID_PAD) * c + width / 2 for c in range(cols)],
+                  col_labels if col_labels is not None else [""] * cols)
+    ax.set_yticks([GRID_PAD + (height + GRID_PAD) * r + height / 2 for r in range(rows)],
+                  row_labels if row_labels is not None else [""] * rows)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0, labelsize=7)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=9)
-    # Leave room for the title above the first row (about 0.3 inch).
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()) if title else None)
+        ax.set_title(title, fontsize=9, pad=16 if col_labels is not None else 6)
+    fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 

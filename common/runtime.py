@@ -1,10 +1,11 @@
-"""Seeding and device choice."""
+"""Seeding, threads, device choice and the training precision."""
 
 import random
 
 import numpy as np
 import torch
 
+from common import distributed
 from common.errors import UserError
 
 
@@ -26,6 +27,22 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("run.device asks for CUDA but no GPU is visible; use run.device=cpu")
     return device
+
+
+def setup(cfg: dict):
+    """Threads, seed, torchrun process group and device of a run: (group, device)."""
+    if cfg["run"]["threads"] > 0:
+        torch.set_num_threads(cfg["run"]["threads"])
+    seed_everything(cfg["run"]["seed"])
+    group, device_name = distributed.init(cfg["run"]["device"])
+    distributed.check_divisible(cfg["train"], group.world)
+    return group, pick_device(device_name)
+
+
+def bf16_autocast(amp: str, device: torch.device) -> bool:
+    """Whether training forward passes run in bf16 autocast under train.amp (auto | bf16 |
+    off): `auto` means wherever the device computes bf16 natively."""
+    return amp == "bf16" or (amp == "auto" and native_bf16(device))
 
 
 def native_bf16(device: torch.device) -> bool:

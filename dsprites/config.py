@@ -2,6 +2,7 @@
 
     python dsprites/train.py train.relational_epochs=40 model.z_dim=8
     python dsprites/train.py --preset paper          # paper-scale run (GPU)
+    python dsprites/train.py --preset tiny           # a smoke test: seconds on a CPU
 
 Entities: shape (3) x posX (3 bins) x posY (3 bins) = 27. Nuisances vary freely inside an
 entity: scale idx 2-4 and orientation idx 0-2, 37-39 (near-upright), as in the original study:
@@ -102,14 +103,80 @@ PRESETS = {
         "train.compile": True,
         "run.eval_every": 20,
     },
+    # A smoke test: 675 images, small networks, a few seconds per epoch on a CPU (the tests').
+    "tiny": {
+        "run.eval_every": 1,
+        "data.nuisances.scale": [3],
+        "data.nuisances.orientation": [0],
+        "data.labelled_per_entity": 5,
+        "data.noise_prob": 0.5,
+        "data.mask_prob": 0.5,
+        "model.channels": [8, 8, 16, 16],
+        "model.hidden": 64,
+        "model.disc_hidden": 64,
+        "model.rel_hidden": 64,
+        "train.batch_size": 64,
+        "train.labelled_batch_size": 16,
+        "train.rel_batch_size": 128,
+        "train.warmup_epochs": 1,
+        "train.relational_epochs": 2,
+        "eval.rel_samples": 5,
+        "eval.classifier_steps": 50,
+    },
 }
 
 
 def validate(cfg: dict) -> None:
-    """Range checks the type checker cannot do; raises UserError naming the key."""
-    configlib.validate_method(cfg)
+    """Every range check the type checker cannot do; raises UserError naming the key."""
+    validate_method(cfg)
+    validate_data(cfg)
+
+
+def validate_method(cfg: dict) -> None:
+    """The method's keys: run, model, prior, train and eval."""
+    train, model, prior, evaluation = cfg["train"], cfg["model"], cfg["prior"], cfg["eval"]
+    for key in ("warmup_epochs", "relational_epochs", "lr_decay_epochs"):
+        if train[key] < 0:
+            raise UserError(f"train.{key} must be >= 0, got {train[key]}")
+    for key in ("batch_size", "labelled_batch_size", "rel_batch_size", "rel_steps"):
+        if train[key] < 1:
+            raise UserError(f"train.{key} must be >= 1, got {train[key]}")
+    for key in ("lr", "disc_lr", "rel_lr"):
+        if train[key] <= 0:
+            raise UserError(f"train.{key} must be > 0, got {train[key]}")
+    choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
+               "train.sup_loss": ("nll", "nll+xent"),
+               "train.rel_noise": ("independent", "matched"),
+               "prior.warmup": ("normal", "uniform")}
+    for dotted, allowed in choices.items():
+        section, key = dotted.split(".")
+        if cfg[section][key] not in allowed:
+            raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got "
+                            f"'{cfg[section][key]}'")
+    for key in ("means_lr", "gm_cov"):
+        if prior[key] <= 0:
+            raise UserError(f"prior.{key} must be > 0, got {prior[key]}")
+    if not 0.0 <= prior["pooling"] <= 1.0:
+        raise UserError(f"prior.pooling must be in [0, 1], got {prior['pooling']}")
+    # model.Encoder halves 64 x 64 four times, one convolution per width
+    if model["z_dim"] < 1 or len(model["channels"]) != 4 or min(model["channels"]) < 1:
+        raise UserError("model.z_dim must be >= 1 and model.channels four positive widths")
+    if cfg["run"]["eval_every"] < 1:
+        raise UserError(f"run.eval_every must be >= 1, got {cfg['run']['eval_every']}")
+    for key in ("rel_samples", "classifier_steps"):
+        if evaluation[key] < 1:
+            raise UserError(f"eval.{key} must be >= 1, got {evaluation[key]}")
+
+
+def validate_data(cfg: dict) -> None:
+    """The data and entities keys: factors, augmentation, mirroring."""
     configlib.validate_factors(cfg, "dSprites", FACTOR_NAMES, FACTOR_SIZES)
-    configlib.validate_augment(cfg)
-    if cfg["data"]["labelled_mirror_prob"] > 0 and "posX" in cfg["entities"]["bins"]:
+    data = cfg["data"]
+    for key in ("noise_prob", "noise_rate", "mask_prob", "labelled_mirror_prob"):
+        if not 0.0 <= data[key] <= 1.0:
+            raise UserError(f"data.{key} must be in [0, 1], got {data[key]}")
+    if not 1 <= data["mask_size"] <= 64:
+        raise UserError(f"data.mask_size must be in 1..64, got {data['mask_size']}")
+    if data["labelled_mirror_prob"] > 0 and "posX" in cfg["entities"]["bins"]:
         raise UserError("data.labelled_mirror_prob must be 0 while posX is an entity factor: "
                         "a mirror moves the shape to the other side and breaks its label")

@@ -1,18 +1,116 @@
-"""The pictures of a dSprites run: common/pictures.py's set (training curves, latent space,
-traversals, relation chains, component samples, accuracy vs q), with entities named in words."""
+"""The pictures of a dSprites run, written into its run folder:
 
-from common import pictures
+training_curves.png    losses and validation metrics per epoch
+latent_space.png       test codes on their first two principal axes, coloured by entity
+traversals.png         one test image's code moved along each latent axis, decoded
+relation_chains.png    test images pushed through each relation again and again, decoded
+component_samples.png  decoded samples of mixture components (one row per entity)
+accuracy_vs_q.png      clustering accuracy and acceptance against the confidence q
+"""
 
-SHAPES = ("square", "ellipse", "heart")
+import numpy as np
+import torch
+
+from common import plots
+from common.evaluation import encode
+from common.schedule import decay_start
+
+# Readable names of each entity factor's bins, used where the config keeps the default bins.
+BIN_NAMES = {"shape": ("square", "ellipse", "heart"), "posX": ("left", "centre", "right"),
+             "posY": ("top", "middle", "bottom")}
+CHAIN_STEPS = 6
+TRAVERSAL_STEPS = 9
+SAMPLES_PER_COMPONENT = 8
+MAX_COMPONENT_ROWS = 30  # more entities than this: an evenly spaced selection is shown
 
 
 def entity_names(space) -> list[str]:
-    labels = {"shape": list(SHAPES), "posX": ["left", "centre", "right"],
-              "posY": ["top", "middle", "bottom"]}
-    usable = {k: v for k, v in labels.items()
+    """Entity e's name in words ("heart, left, top") where the bins are the default ones."""
+    usable = {k: list(v) for k, v in BIN_NAMES.items()
               if k in space.bins and len(space.bins[k]) == len(v)}
     return [space.entity_name(e, usable) for e in range(space.num_entities)]
 
 
-def write_pictures(run, state, data, cfg, results) -> None:
-    pictures.write_standard(run, state, data, cfg, results, entity_names(data.space))
+def showcase(data) -> int:
+    """The test image the traversals and relation chains start from: the first one (every
+    sprite is white on black, so any is easy to see)."""
+    return 0
+
+
+@torch.no_grad()
+def decode(model, z) -> torch.Tensor:
+    """Codes (..., D) -> pictures (..., C, 64, 64) in [0, 1]."""
+    flat = model.decode_images(z.reshape(-1, z.shape[-1]))
+    return flat.reshape(*z.shape[:-1], *flat.shape[1:])
+
+
+def phase_marks(train: dict) -> dict:
+    """Where the warm-up ends and the learning-rate decay starts: between two epochs' rows."""
+    marks = {"warm-up ends": train["warmup_epochs"] + 0.5}
+    start = decay_start(train)
+    if start is not None:
+        marks["lr decay starts"] = start + 0.5
+    return marks
+
+
+@torch.no_grad()
+def write_pictures(run, model, rel, prior, data, cfg, results) -> None:
+    """Every picture listed above, into run.path."""
+    model.eval()
+    rel.eval()
+    out, names, source = run.path, entity_names(data.space), showcase(data)
+    plots.curves(run.read_metrics(), {
+        "reconstruction": ["train/recon"],
+        "relational and supervised": ["train/rel", "train/sup"],
+        "adversarial game": ["train/disc", "train/gen"],
+        "validation": ["val/cluster_acc@0.99", "val/cluster_accept@0.99",
+                       "val/rel_acc_latent", "val/rel_acc_data"],
+    }, out / "training_curves.png", log_panels=("reconstruction",),
+        marks=phase_marks(cfg["train"]))
+
+    labels = data.entities["test"]
+    z = encode(model.encoder, data, "test")
+    plots.latent_scatter(z.cpu().numpy(), labels.cpu().numpy(), prior.means.detach().cpu().numpy(),
+                         out / "latent_space.png", names=names)
+
+    # Traversal: each latent axis from -2.5 to +2.5 test-set standard deviations about one code.
+    offsets = torch.linspace(-2.5, 2.5, TRAVERSAL_STEPS, device=z.device)
+    dims = z.shape[1]
+    grid = z[source].repeat(dims, TRAVERSAL_STEPS, 1)  # (D, steps, D)
+    axis = torch.arange(dims, device=z.device)
+    grid[axis, :, axis] += offsets[None] * z.std(0)[:, None]
+    plots.image_grid(decode(model, grid), out / "traversals.png",
+                     row_labels=[f"z{d}" for d in range(dims)],
+                     col_labels=[f"{o:+.1f}sd" for o in offsets.tolist()],
+                     title=f"latent traversals around a test image of "
+                           f"{names[int(labels[source])]}")
+
+    # Relation chains: one test image through each relation CHAIN_STEPS times.
+    num_rel = len(data.space.relation_names)
+    relation = torch.arange(num_rel, device=z.device)
+    chain = [z[source:source + 1].repeat(num_rel, 1)]
+    for _ in range(CHAIN_STEPS):
+        chain.append(rel(chain[-1], relation))
+    decoded = decode(model, torch.stack(chain, dim=1))  # (R, steps + 1, C, 64, 64)
+    inputs = data.batch("test", slice(source, source + 1))[None].expand(num_rel, -1, -1, -1, -1)
+    plots.image_grid(torch.cat([inputs, decoded], dim=1), out / "relation_chains.png",
+                     row_labels=list(data.space.relation_names),
+                     col_labels=["input", "recon"] + [f"x{k}" for k in range(1, CHAIN_STEPS + 1)],
+                     title=f"relation chains from {names[int(labels[source])]}: ReL applied "
+                           "repeatedly, decoded")
+
+    # Per-component samples (an evenly spaced selection when there are many entities).
+    num = data.space.num_entities
+    shown = np.unique(np.linspace(0, num - 1, min(num, MAX_COMPONENT_ROWS)).round().astype(int))
+    components = torch.as_tensor(shown, device=z.device)
+    samples = prior.sample(components.repeat_interleave(SAMPLES_PER_COMPONENT))
+    title = "decoded samples of each mixture component"
+    if len(shown) < num:
+        title += f" ({len(shown)} of {num} entities)"
+    plots.image_grid(decode(model, samples.reshape(len(shown), SAMPLES_PER_COMPONENT, -1)),
+                     out / "component_samples.png", row_labels=[names[e] for e in shown],
+                     cell=0.7, title=title)
+
+    plots.accuracy_vs_q(results, cfg["eval"]["qs"], out / "accuracy_vs_q.png")
+    model.train()
+    rel.train()

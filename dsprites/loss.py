@@ -1,7 +1,69 @@
-"""dSprites losses. Pixels are binary, so the reconstruction loss is their exact Bernoulli
-likelihood; the adversarial, supervised and relational terms are the method's own
-(common/losses.py)."""
+"""dSprites losses: reconstruction, the adversarial game, the supervised and relational terms,
+and the separation guard of the adaptive means."""
 
-from common.losses import bernoulli_reconstruction as reconstruction
+import torch
+from torch.nn import functional as F
 
-__all__ = ["reconstruction"]
+from common import gmm
+
+
+def reconstruction(logits, x):
+    """Binary cross-entropy per pixel, summed over the image, averaged over the batch: dSprites
+    pixels are binary, so this is their exact Bernoulli likelihood."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+
+
+def discriminator(real_logits, fake_logits):
+    """The discriminator learns prior samples -> 1, encoded codes -> 0."""
+    return (
+        F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+        + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    )
+
+
+def generator(fake_logits):
+    """The encoder learns to make its codes look like prior samples."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def labelled_nll(z, labels, means, chol):
+    """Negative log-likelihood of labelled codes under their own component, per dimension."""
+    logp = gmm.component_log_prob(z, means, chol)  # (N, K)
+    return -logp.gather(1, labels[:, None]).mean() / z.shape[1]
+
+
+def supervised(z, labels, means, chol, kind: str):
+    """How well labelled codes sit in their own component.
+
+    nll:      negative log-likelihood under the own component (pulls codes to it);
+    nll+xent: plus the cross-entropy of the mixture posterior, which also pushes codes away
+              from the components they are confused with: a classifier's loss, so entity
+              assignment generalises to the unlabelled images much sooner.
+    """
+    logp = gmm.component_log_prob(z, means, chol)  # (N, K), shared by both terms
+    loss = -logp.gather(1, labels[:, None]).mean() / z.shape[1]  # labelled_nll
+    if kind == "nll+xent":
+        loss = loss + F.cross_entropy(logp, labels)
+    return loss
+
+
+def relational(moved, target_sample, target_component, means, chol, kind: str):
+    """How far ReL's output is from the target entity's region.
+
+    mse:  squared error to a sample of the target component (the paper's choice);
+    nll:  negative log-likelihood under the target component;
+    xent: cross-entropy of the mixture posterior against the target component.
+    """
+    if kind == "mse":
+        return F.mse_loss(moved, target_sample)
+    if kind == "nll":
+        return labelled_nll(moved, target_component, means, chol)
+    return F.cross_entropy(gmm.component_log_prob(moved, means, chol), target_component)
+
+
+def separation(means, chol, min_distance: float):
+    """Hinge on pairwise Mahalanobis distances between learnt means, against collapse."""
+    maha = gmm.mahalanobis_sq(means, means, chol)  # (K, K)
+    off_diagonal = ~torch.eye(len(means), dtype=torch.bool, device=means.device)
+    dist = maha[off_diagonal].clamp_min(1e-12).sqrt()
+    return F.relu(min_distance - dist).pow(2).mean()

@@ -5,33 +5,479 @@
     python dsprites/train.py --resume RUN_DIR     # continue a stopped run
     python dsprites/train.py --evaluate RUN_DIR   # recompute metrics, pictures and report.md
 
-The training loop itself is the same for every dataset (common/training.py: warm-up, adaptive
-prior init, relational phase). This file names what dSprites brings to it; the last line
-printed is the run folder.
+Read top to bottom: what a run holds, the three phases of METHOD.md as named functions, one
+epoch, evaluation, checkpoints, the run, and main. The last line printed is the run folder.
+
+1. warm-up (warmup_step): a plain adversarial autoencoder against a simple prior; no labels;
+2. adaptive prior init (init_adaptive_prior): one Gaussian component per entity, fitted to
+   the encoded labelled set;
+3. relational phase (relational_step): reconstruction and the label-conditioned adversarial
+   game against the mixture, then rel_step: ReL's own updates, on prior samples.
 """
 
+import math
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.training import Recipe, cli
-from dsprites import config, dataset, log, loss, model, prior
+import torch
+from tqdm import tqdm
 
-RECIPE = Recipe(
-    name="dsprites",
-    config=config.CONFIG,
-    presets=config.PRESETS,
-    validate=config.validate,
-    load_data=dataset.load_data,
-    augment=dataset.augment,
-    build_networks=model.build,
-    build_prior=prior.build,
-    warmup_prior=prior.warmup,
-    reconstruction=loss.reconstruction,
-    write_pictures=log.write_pictures,
-)
+from common import cli, distributed, evaluation, report, runtime
+from common import config as configlib
+from common.augment import mirror
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.data import Data, batches, resolve_paths
+from common.errors import TrainingDiverged, UserError
+from common.runlog import RunFolder
+from common.schedule import lr_factor
+from dsprites import config, dataset, log, loss
+from dsprites import model as networks
+from dsprites import prior as priors
+
+DATASET = Path(__file__).resolve().parent.name  # run folders are <DATASET>-<timestamp>
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class State:
+    """Everything that changes during training (and goes into a checkpoint)."""
+
+    model: networks.AbsAE
+    rel: networks.ReL
+    prior: priors.MixturePrior
+    ae_opt: torch.optim.Optimizer
+    disc_opt: torch.optim.Optimizer
+    rel_opt: torch.optim.Optimizer
+    table: torch.Tensor  # (R, K) relation targets
+    group: distributed.Group  # this process's place among torchrun's (rank 0 of 1 alone)
+    device: torch.device
+    amp: bool  # bf16 autocast in training forward passes
+    epoch: int = 0  # epochs completed
+    elapsed_s: float = 0.0  # training wall time over all sessions of this run
+
+
+def build_state(cfg: dict, data: Data, device, group=None) -> State:
+    model, rel = networks.build(cfg, data.space)
+    prior = priors.build(cfg, data.space)
+    model, rel, prior = model.to(device), rel.to(device), prior.to(device)
+    if cfg["train"]["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg["train"]["compile"]:
+        for module in (model.encoder, model.decoder, model.discriminator, rel):
+            module.compile()  # in place: state_dict keys and checkpoints stay the same
+    group = group or distributed.Group()
+    group.broadcast_parameters([model, rel, prior])
+    rel_groups = [{"params": list(rel.parameters())}]
+    if cfg["prior"]["learn_means"]:
+        rel_groups.append({"params": [prior.means], "lr": cfg["prior"]["means_lr"]})
+    return State(
+        model=model,
+        rel=rel,
+        prior=prior,
+        ae_opt=torch.optim.Adam(model.autoencoder_parameters(), lr=cfg["train"]["lr"]),
+        disc_opt=torch.optim.Adam(model.discriminator.parameters(), lr=cfg["train"]["disc_lr"],
+                                  betas=(0.5, 0.999)),
+        rel_opt=torch.optim.Adam(rel_groups, lr=cfg["train"]["rel_lr"]),
+        table=torch.as_tensor(data.space.table, device=device),
+        group=group,
+        device=torch.device(device),
+        amp=runtime.bf16_autocast(cfg["train"]["amp"], torch.device(device)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The three phases
+
+
+def train_forward(state, module, *inputs):
+    """A training forward pass: bf16 autocast when train.amp is on, fp32 out for the losses."""
+    with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.amp):
+        return module(*inputs).float()
+
+
+def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_slots, n_recon,
+                                 supervised=None):
+    """One reconstruction + discriminator + encoder update; returns the losses (tensors).
+
+    images/inputs: clean and augmented images (N, C, 64, 64), this rank's share; the first
+    n_recon are reconstructed. slots (N,): discriminator slot of each code (entity or K =
+    unlabelled); real (M, D) prior samples with real_slots (M,). supervised: optional
+    f(codes of images[n_recon:]) -> an extra encoder loss. Returns the losses and the codes of
+    images[n_recon:] (detached).
+    """
+    model, group = state.model, state.group
+    z = train_forward(state, model.encoder, inputs)
+    recon = loss.reconstruction(train_forward(state, model.decoder, z[:n_recon]),
+                                images[:n_recon])
+
+    d_loss = loss.discriminator(train_forward(state, model.discriminator, real, real_slots),
+                                train_forward(state, model.discriminator, z.detach(), slots))
+    state.disc_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    group.average_gradients(model.discriminator.parameters())
+    state.disc_opt.step()
+
+    g_loss = loss.generator(train_forward(state, model.discriminator, z, slots))
+    total = recon + cfg["train"]["adv_weight"] * g_loss
+    out = {"recon": recon, "disc": d_loss, "gen": g_loss}
+    if supervised is not None:
+        out["sup"] = supervised(z[n_recon:])
+        total = total + cfg["train"]["sup_weight"] * out["sup"]
+    state.ae_opt.zero_grad(set_to_none=True)
+    total.backward()
+    group.average_gradients(model.autoencoder_parameters())
+    state.ae_opt.step()
+    return out, z[n_recon:].detach()
+
+
+def warmup_step(state, data, idx, cfg):
+    """Phase 1, one training step: plain adversarial autoencoder against the simple prior."""
+    shard = state.group.shard  # randomness is drawn for the global batch, then split by rank
+    x = data.batch("train", idx)
+    x_in = dataset.augment(x, cfg)
+    real = priors.warmup_sample(cfg, len(x), x.device)
+    x, x_in, real = shard(x), shard(x_in), shard(real)
+    unlabelled = torch.full((len(x),), data.space.num_entities, device=x.device)
+    out, _ = adversarial_autoencoder_step(state, cfg, x, x_in, unlabelled, real, unlabelled,
+                                          n_recon=len(x))
+    return out
+
+
+@torch.no_grad()
+def init_adaptive_prior(state, data, cfg):
+    """Phase 2: one component per entity, fitted to the encoded labelled images."""
+    state.model.eval()
+    idx = data.labelled
+    z = torch.cat([state.model.encoder(data.batch("train", part)) for part in idx.split(1024)])
+    state.prior.fit(z, data.entities["train"][idx], cfg["prior"]["gm_cov"],
+                    cfg["prior"]["pooling"])
+    state.model.train()
+
+
+def relational_step(state, data, idx, cfg):
+    """Phase 3, one training step of the whole model: labelled codes to their own component,
+    the rest to the mixture (adversarial_autoencoder_step); then train.rel_steps updates of
+    ReL alone (rel_step)."""
+    space, prior, shard = data.space, state.prior, state.group.shard
+    x = data.batch("train", idx)
+    pick = torch.randint(0, len(data.labelled), (cfg["train"]["labelled_batch_size"],),
+                         device=x.device)
+    labelled = data.labelled[pick]
+    x_lab, y_lab = data.batch("train", labelled), data.entities["train"][labelled]
+    x_in = dataset.augment(x, cfg)
+    x_lab_in = dataset.augment(mirror(x_lab, cfg["data"]["labelled_mirror_prob"]), cfg)
+    with torch.no_grad():
+        z_mix, _ = prior.sample_uniform(len(x))
+        z_own = prior.sample(y_lab)
+    x, x_in, z_mix = shard(x), shard(x_in), shard(z_mix)
+    x_lab, x_lab_in, y_lab, z_own = shard(x_lab), shard(x_lab_in), shard(y_lab), shard(z_own)
+
+    def supervised(z_lab):
+        return loss.supervised(z_lab, y_lab, prior.means.detach(), prior.chol,
+                               cfg["train"]["sup_loss"])
+
+    unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
+    out, z_lab = adversarial_autoencoder_step(
+        state, cfg,
+        images=torch.cat([x, x_lab]), inputs=torch.cat([x_in, x_lab_in]),
+        slots=torch.cat([unlabelled, y_lab]),
+        real=torch.cat([z_mix, z_own]), real_slots=torch.cat([unlabelled, y_lab]),
+        n_recon=len(x),
+        supervised=supervised if cfg["train"]["sup_weight"] > 0 else None,
+    )
+    codes = (z_lab, y_lab) if cfg["train"]["rel_codes"] else None
+    for _ in range(cfg["train"]["rel_steps"]):
+        out["rel"] = rel_step(state, space, cfg, codes)
+    return out
+
+
+def rel_step(state, space, cfg, codes=None):
+    """Phase 3, one update of ReL alone (and of the adaptive means): prior samples of a source
+    entity e moved by a relation r towards component r(e).
+
+    codes: optional (z, entities) of encoded labelled images (this rank's share), moved by
+    every relation as well, so ReL also learns the codes the encoder really produces, which
+    need not sit inside their components (train.rel_codes).
+    """
+    prior, group, batch = state.prior, state.group, cfg["train"]["rel_batch_size"]
+    matched = cfg["train"]["rel_noise"] == "matched"
+    device = prior.means.device
+    source = torch.randint(0, space.num_entities, (batch,), device=device)
+    relation = torch.randint(0, len(space.relation_names), (batch,), device=device)
+    target = state.table[relation, source]
+    eps = torch.randn(2, batch, prior.means.shape[1], device=device)
+    if matched:  # the target sample sits where the source sits in its own component, so
+        eps[1] = eps[0]  # ReL learns to keep the within-entity position (the nuisances)
+    source, relation, target, eps = (group.shard(v) for v in (source, relation, target,
+                                                              eps.transpose(0, 1)))
+    z, target_eps = prior.sample(source, eps[:, 0]), eps[:, 1]
+    if codes is not None:
+        z_codes, entities = codes
+        n_rel = len(space.relation_names)
+        code_relation = torch.arange(n_rel, device=device).repeat_interleave(len(z_codes))
+        code_target = state.table[code_relation, entities.repeat(n_rel)]
+        z_codes_all = z_codes.repeat(n_rel, 1)  # every code under every relation
+        code_eps = (prior.whiten(z_codes, entities).repeat(n_rel, 1)
+                    if matched else torch.randn_like(z_codes_all))
+        z = torch.cat([z, z_codes_all])
+        relation, target = torch.cat([relation, code_relation]), torch.cat([target, code_target])
+        target_eps = torch.cat([target_eps, code_eps])
+    moved = train_forward(state, state.rel, z, relation)
+    rel_loss = loss.relational(moved, prior.sample(target, target_eps), target, prior.means,
+                               prior.chol, cfg["train"]["rel_loss"])
+    total = rel_loss
+    if cfg["prior"]["learn_means"]:
+        total = total + loss.separation(prior.means, prior.chol, cfg["prior"]["min_separation"])
+    state.rel_opt.zero_grad(set_to_none=True)
+    total.backward()
+    group.average_gradients([p for g in state.rel_opt.param_groups for p in g["params"]])
+    state.rel_opt.step()
+    return rel_loss
+
+
+# --------------------------------------------------------------------------------------------
+# One epoch
+
+
+def set_lr(state, factor: float) -> None:
+    """Every optimiser's learning rates to factor x their configured values."""
+    for opt in (state.ae_opt, state.disc_opt, state.rel_opt):
+        for group in opt.param_groups:
+            group["lr"] = factor * group.setdefault("base_lr", group["lr"])
+
+
+def train_epoch(state, data, cfg, phase: str) -> dict:
+    """One pass over the training images in the given phase; mean losses."""
+    step = warmup_step if phase == "warmup" else relational_step
+    state.model.train()
+    sums = {}
+    order = batches(len(data.images["train"]), cfg["train"]["batch_size"],
+                    data.images["train"].device)
+    bar = tqdm(order, desc=f"epoch {state.epoch + 1} {phase}", leave=False, file=sys.stderr,
+               dynamic_ncols=True, disable=not sys.stderr.isatty())
+    for i, idx in enumerate(bar):
+        set_lr(state, lr_factor(cfg["train"], state.epoch + i / len(order)))
+        step_losses = {k: v.item() for k, v in state.group.mean(step(state, data, idx, cfg)).items()}
+        for name, value in step_losses.items():
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"{name} loss became {value} at epoch {state.epoch + 1}, step {i + 1}"
+                )
+            sums[name] = sums.get(name, 0.0) + value
+        bar.set_postfix({k: f"{v:.3g}" for k, v in step_losses.items()}, refresh=False)
+    return {f"train/{k}": v / max(len(order), 1) for k, v in sums.items()}
+
+
+CSV_KEYS = ("val/recon_loss", "val/cluster_acc@0.99", "val/cluster_accept@0.99",
+            "val/rel_acc_latent", "val/rel_acc_data", "val/min_separation")
+
+
+def csv_row(state, phase, train_losses, val) -> dict:
+    row = {"epoch": state.epoch, "phase": phase, "wall_s": round(state.elapsed_s, 2)}
+    for name in ("recon", "disc", "gen", "sup", "rel"):
+        row[f"train/{name}"] = train_losses.get(f"train/{name}")
+    row.update({k: val.get(k) for k in CSV_KEYS})
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation (the measurements themselves are common/evaluation.py's)
+
+
+@torch.no_grad()
+def evaluate(state, data, cfg, split: str) -> dict:
+    """Reconstruction, clustering and relation metrics in latent space on one split."""
+    model, rel, prior = state.model.eval(), state.rel.eval(), state.prior
+    z = evaluation.encode(model.encoder, data, split)
+    recon = sum(float(loss.reconstruction(model.decoder(part), x)) * len(part)
+                for part, x in zip(z.split(1024), data.chunks(split)))
+    out = {"recon_loss": recon / max(len(z), 1)}
+    if bool(prior.fitted):
+        out.update(evaluation.latent(z, data.entities[split], rel, prior.means.detach(),
+                                     prior.chol, state.table, data.space.relation_names,
+                                     cfg["eval"], seed=cfg["run"]["seed"]))
+        out["min_separation"] = prior.min_separation()
+    model.train()
+    rel.train()
+    return {f"{split}/{k}": v for k, v in out.items()}
+
+
+def final_metrics(state, data, cfg) -> dict:
+    """Every metric of a finished run: test split (latent, decoded, literature), then val."""
+    results = evaluate(state, data, cfg, "test")
+    model, rel, prior = state.model.eval(), state.rel.eval(), state.prior
+    _, cache_dir = resolve_paths(cfg, REPO)
+    clf, heads, clf_acc, entries = evaluation.factor_classifier(
+        data, cfg["data"]["nuisances"], cache_dir, DATASET, cfg["eval"]["classifier_steps"])
+    results.update(entries)
+    z = {split: evaluation.encode(model.encoder, data, split) for split in ("val", "test")}
+    samples = evaluation.component_samples(prior.means.detach(), prior.chol, cfg["run"]["seed"])
+    decoded = evaluation.decoded(z["test"], data, model.decode_images, rel, state.table,
+                                 samples, clf, heads, clf_acc)
+    results.update({f"test/{k}": v for k, v in decoded.items()})
+    scores = evaluation.literature(z["val"], data.classes["val"], z["test"], data.classes["test"])
+    results.update({f"test/{k}": v for k, v in scores.items()})
+    model.train()
+    rel.train()
+    results.update(evaluate(state, data, cfg, "val"))
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: the networks, optimisers, random state and the config that made them
+
+
+def save(state, run: RunFolder, cfg) -> None:
+    save_checkpoint({
+        "format": 1,
+        "dataset": DATASET,
+        "epoch": state.epoch,
+        "phase": phase_of(state.epoch, cfg),  # of the next epoch; informative, epoch decides
+        "elapsed_s": state.elapsed_s,
+        "model": state.model.state_dict(),
+        "rel": state.rel.state_dict(),
+        "prior": state.prior.state_dict(),
+        "ae_opt": state.ae_opt.state_dict(),
+        "disc_opt": state.disc_opt.state_dict(),
+        "rel_opt": state.rel_opt.state_dict(),
+        "rng": runtime.rng_state(),
+        "config": cfg,
+    }, run.checkpoint)
+
+
+def restore(state, run: RunFolder, device) -> None:
+    ckpt = load_checkpoint(run.checkpoint, map_location=device)
+    if ckpt.get("dataset", DATASET) != DATASET:
+        raise UserError(f"{run.checkpoint} is a {ckpt['dataset']} run; use "
+                        f"{ckpt['dataset']}/train.py to resume or evaluate it")
+    state.model.load_state_dict(ckpt["model"])
+    state.rel.load_state_dict(ckpt["rel"])
+    state.prior.load_state_dict(ckpt["prior"])
+    state.ae_opt.load_state_dict(ckpt["ae_opt"])
+    state.disc_opt.load_state_dict(ckpt["disc_opt"])
+    state.rel_opt.load_state_dict(ckpt["rel_opt"])
+    runtime.set_rng_state({k: v.cpu() if torch.is_tensor(v) else [s.cpu() for s in v]
+                           for k, v in ckpt["rng"].items()})
+    state.epoch, state.elapsed_s = ckpt["epoch"], ckpt["elapsed_s"]
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def phase_of(epoch: int, cfg) -> str:
+    return "warmup" if epoch < cfg["train"]["warmup_epochs"] else "relational"
+
+
+def train(state, data, cfg, run: RunFolder) -> None:
+    """Every remaining epoch: validate, log a CSV row and checkpoint after each (rank 0)."""
+    total = cfg["train"]["warmup_epochs"] + cfg["train"]["relational_epochs"]
+    while state.epoch < total:
+        phase = phase_of(state.epoch, cfg)
+        start = time.perf_counter()
+        if phase == "relational" and not bool(state.prior.fitted):
+            init_adaptive_prior(state, data, cfg)
+        train_losses = train_epoch(state, data, cfg, phase)
+        state.epoch += 1
+        state.elapsed_s += time.perf_counter() - start
+        if not state.group.is_main:  # rank 0 alone evaluates and writes
+            continue
+        last = state.epoch == total
+        val = {}
+        if phase == "relational" and (state.epoch % cfg["run"]["eval_every"] == 0 or last):
+            val = evaluate(state, data, cfg, "val")
+        run.append_metrics(csv_row(state, phase, train_losses, val))
+        save(state, run, cfg)
+        tqdm.write(progress_line(state, total, phase, train_losses, val), file=sys.stderr)
+    if not bool(state.prior.fitted):  # relational_epochs=0: still fit the mixture to evaluate
+        init_adaptive_prior(state, data, cfg)
+
+
+def progress_line(state, total, phase, train_losses, val) -> str:
+    parts = [f"epoch {state.epoch}/{total} {phase}", f"{state.elapsed_s:.0f}s"]
+    parts += [f"{k.split('/')[1]} {v:.3g}" for k, v in train_losses.items()]
+    if val:
+        parts += [f"val acc@0.99 {val['val/cluster_acc@0.99']:.3f}",
+                  f"accept {val['val/cluster_accept@0.99']:.3f}",
+                  f"rel(lat/data) {val['val/rel_acc_latent']:.3f}/{val['val/rel_acc_data']:.3f}"]
+    return " | ".join(parts)
+
+
+def finish(state, data, cfg, run: RunFolder) -> dict:
+    """Every final metric (metrics.json), every picture, and report.md."""
+    results = final_metrics(state, data, cfg)
+    results["wall_time_s"] = state.elapsed_s
+    results["epochs"] = state.epoch
+    results["labelled_images"] = len(data.labelled)
+    results["train_images"] = len(data.images["train"])
+    run.write_final_metrics(results)
+    log.write_pictures(run, state.model, state.rel, state.prior, data, cfg, results)
+    report.write(run, DATASET, cfg, results)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+
+
+def saved_config(run: RunFolder) -> dict:
+    cfg = configlib.saved(run.config(), config.CONFIG)
+    config.validate(cfg)
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = cli.parse_args(DATASET, config.PRESETS, argv)
+    if args.evaluate:
+        run = RunFolder.open(args.evaluate)
+        cfg = saved_config(run)
+        _, device = runtime.setup(cfg)
+        data = dataset.load_data(cfg, device, REPO)
+        state = build_state(cfg, data, device)
+        restore(state, run, device)
+        cli.print_summary(finish(state, data, cfg, run))
+        print(run.path)
+        return 0
+
+    if args.resume:
+        run = RunFolder.open(args.resume)
+        cfg = saved_config(run)
+    else:
+        cfg = configlib.resolve(config.CONFIG, config.PRESETS, args.preset, args.overrides)
+        config.validate(cfg)
+    group, device = runtime.setup(cfg)
+    data = dataset.load_data(cfg, device, REPO)  # data problems surface before any run folder
+    state = build_state(cfg, data, device, group)
+    if args.resume:
+        if run.checkpoint.exists():
+            restore(state, run, device)
+        if group.is_main:
+            run.remove_stale_temporaries()
+            run.keep_metrics_through(state.epoch)
+    elif group.is_main:
+        root = Path(cfg["run"]["root"])
+        run = RunFolder.create(root if root.is_absolute() else REPO / root, DATASET,
+                               cfg["run"]["name"], cfg)
+    else:
+        run = None
+    if group.is_main:
+        print(f"run folder: {run.path}", file=sys.stderr)
+        print(f"training forward passes in {'bf16 autocast' if state.amp else 'fp32'} "
+              f"(train.amp={cfg['train']['amp']})", file=sys.stderr)
+    train(state, data, cfg, run)
+    if not group.is_main:
+        group.barrier()
+        return 0
+    cli.print_summary(finish(state, data, cfg, run))
+    group.barrier()
+    print(run.path)
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(cli(RECIPE))
+    sys.exit(cli.run(main))

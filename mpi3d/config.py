@@ -109,11 +109,77 @@ PRESETS = {
         "train.compile": True,
         "run.eval_every": 20,
     },
+    # A smoke test: 12 entities, about a hundred pictures, seconds per epoch on a CPU (the tests').
+    "tiny": {
+        "entities.bins.object_color": [[0], [1]],
+        "entities.bins.object_shape": [[0], [1], [5]],
+        "data.nuisances.camera_height": [0],
+        "data.nuisances.background_color": [0, 1],
+        "data.nuisances.horizontal_axis": [0, 20],
+        "data.nuisances.vertical_axis": [0, 20],
+        "run.eval_every": 1,
+        "data.labelled_per_entity": 2,
+        "data.noise_prob": 0.5,
+        "data.mask_prob": 0.5,
+        "model.channels": [8, 8, 16, 16],
+        "model.hidden": 64,
+        "model.disc_hidden": 64,
+        "model.rel_hidden": 64,
+        "train.batch_size": 16,
+        "train.labelled_batch_size": 8,
+        "train.rel_batch_size": 64,
+        "train.warmup_epochs": 1,
+        "train.relational_epochs": 2,
+        "eval.rel_samples": 5,
+        "eval.classifier_steps": 30,
+    },
 }
 
 
 def validate(cfg: dict) -> None:
-    """Range checks the type checker cannot do; raises UserError naming the key."""
+    """Every range check the type checker cannot do; raises UserError naming the key."""
+    validate_method(cfg)
+    validate_data(cfg)
+
+
+def validate_method(cfg: dict) -> None:
+    """The method's keys: run, model, prior, train and eval."""
+    train, model, prior, evaluation = cfg["train"], cfg["model"], cfg["prior"], cfg["eval"]
+    for key in ("warmup_epochs", "relational_epochs", "lr_decay_epochs"):
+        if train[key] < 0:
+            raise UserError(f"train.{key} must be >= 0, got {train[key]}")
+    for key in ("batch_size", "labelled_batch_size", "rel_batch_size", "rel_steps"):
+        if train[key] < 1:
+            raise UserError(f"train.{key} must be >= 1, got {train[key]}")
+    for key in ("lr", "disc_lr", "rel_lr"):
+        if train[key] <= 0:
+            raise UserError(f"train.{key} must be > 0, got {train[key]}")
+    choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
+               "train.sup_loss": ("nll", "nll+xent"),
+               "train.rel_noise": ("independent", "matched"),
+               "prior.warmup": ("normal", "uniform")}
+    for dotted, allowed in choices.items():
+        section, key = dotted.split(".")
+        if cfg[section][key] not in allowed:
+            raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got "
+                            f"'{cfg[section][key]}'")
+    for key in ("means_lr", "gm_cov"):
+        if prior[key] <= 0:
+            raise UserError(f"prior.{key} must be > 0, got {prior[key]}")
+    if not 0.0 <= prior["pooling"] <= 1.0:
+        raise UserError(f"prior.pooling must be in [0, 1], got {prior['pooling']}")
+    # model.Encoder halves 64 x 64 four times, one convolution per width
+    if model["z_dim"] < 1 or len(model["channels"]) != 4 or min(model["channels"]) < 1:
+        raise UserError("model.z_dim must be >= 1 and model.channels four positive widths")
+    if cfg["run"]["eval_every"] < 1:
+        raise UserError(f"run.eval_every must be >= 1, got {cfg['run']['eval_every']}")
+    for key in ("rel_samples", "classifier_steps"):
+        if evaluation[key] < 1:
+            raise UserError(f"eval.{key} must be >= 1, got {evaluation[key]}")
+
+
+def validate_data(cfg: dict) -> None:
+    """The data and entities keys: the file variant, factors and augmentation."""
     data = cfg["data"]
     if data["variant"] not in VARIANTS:
         raise UserError(f"data.variant must be one of {', '.join(VARIANTS)}, got "
@@ -121,7 +187,10 @@ def validate(cfg: dict) -> None:
     if not data["path"] and data["variant"] != "toy":
         raise UserError(f"data.variant='{data['variant']}' has no procedural stand-in; set "
                         "data.path to the real file, or data.variant=toy")
-    configlib.validate_method(cfg)
     configlib.validate_factors(cfg, f"MPI3D ({data['variant']})", FACTOR_NAMES,
                                factor_sizes(data["variant"]))
-    configlib.validate_augment(cfg)
+    for key in ("noise_prob", "noise_rate", "mask_prob", "labelled_mirror_prob"):
+        if not 0.0 <= data[key] <= 1.0:
+            raise UserError(f"data.{key} must be in [0, 1], got {data[key]}")
+    if not 1 <= data["mask_size"] <= 64:
+        raise UserError(f"data.mask_size must be in 1..64, got {data['mask_size']}")

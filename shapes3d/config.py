@@ -15,6 +15,7 @@ relations saturate: "bigger" leaves the biggest objects as they are, "smaller" t
 """
 
 from common import config as configlib
+from common.errors import UserError
 from shapes3d.dataset import FACTOR_NAMES, FACTOR_SIZES
 
 CONFIG = {
@@ -114,11 +115,81 @@ PRESETS = {
         "train.compile": True,
         "run.eval_every": 20,
     },
+    # A smoke test: 8 entities, about a hundred pictures, seconds per epoch on a CPU (the tests').
+    "tiny": {
+        "entities.bins.object_hue": [[0], [5]],
+        "entities.bins.shape": [[0], [2]],
+        "entities.bins.scale": [[0], [7]],
+        "data.nuisances.floor_hue": [0, 5],
+        "data.nuisances.wall_hue": [1, 6],
+        "data.nuisances.orientation": [0, 14],
+        "run.eval_every": 1,
+        "data.labelled_per_entity": 2,
+        "data.noise_prob": 0.5,
+        "data.mask_prob": 0.5,
+        "model.channels": [8, 8, 16, 16],
+        "model.hidden": 64,
+        "model.disc_hidden": 64,
+        "model.rel_hidden": 64,
+        "train.batch_size": 16,
+        "train.labelled_batch_size": 8,
+        "train.rel_batch_size": 64,
+        "train.warmup_epochs": 1,
+        "train.relational_epochs": 2,
+        "eval.rel_samples": 5,
+        "eval.classifier_steps": 30,
+    },
 }
 
 
 def validate(cfg: dict) -> None:
-    """Range checks the type checker cannot do; raises UserError naming the key."""
-    configlib.validate_method(cfg)
+    """Every range check the type checker cannot do; raises UserError naming the key."""
+    validate_method(cfg)
+    validate_data(cfg)
+
+
+def validate_method(cfg: dict) -> None:
+    """The method's keys: run, model, prior, train and eval."""
+    train, model, prior, evaluation = cfg["train"], cfg["model"], cfg["prior"], cfg["eval"]
+    for key in ("warmup_epochs", "relational_epochs", "lr_decay_epochs"):
+        if train[key] < 0:
+            raise UserError(f"train.{key} must be >= 0, got {train[key]}")
+    for key in ("batch_size", "labelled_batch_size", "rel_batch_size", "rel_steps"):
+        if train[key] < 1:
+            raise UserError(f"train.{key} must be >= 1, got {train[key]}")
+    for key in ("lr", "disc_lr", "rel_lr"):
+        if train[key] <= 0:
+            raise UserError(f"train.{key} must be > 0, got {train[key]}")
+    choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
+               "train.sup_loss": ("nll", "nll+xent"),
+               "train.rel_noise": ("independent", "matched"),
+               "prior.warmup": ("normal", "uniform")}
+    for dotted, allowed in choices.items():
+        section, key = dotted.split(".")
+        if cfg[section][key] not in allowed:
+            raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got "
+                            f"'{cfg[section][key]}'")
+    for key in ("means_lr", "gm_cov"):
+        if prior[key] <= 0:
+            raise UserError(f"prior.{key} must be > 0, got {prior[key]}")
+    if not 0.0 <= prior["pooling"] <= 1.0:
+        raise UserError(f"prior.pooling must be in [0, 1], got {prior['pooling']}")
+    # model.Encoder halves 64 x 64 four times, one convolution per width
+    if model["z_dim"] < 1 or len(model["channels"]) != 4 or min(model["channels"]) < 1:
+        raise UserError("model.z_dim must be >= 1 and model.channels four positive widths")
+    if cfg["run"]["eval_every"] < 1:
+        raise UserError(f"run.eval_every must be >= 1, got {cfg['run']['eval_every']}")
+    for key in ("rel_samples", "classifier_steps"):
+        if evaluation[key] < 1:
+            raise UserError(f"eval.{key} must be >= 1, got {evaluation[key]}")
+
+
+def validate_data(cfg: dict) -> None:
+    """The data and entities keys: factors and augmentation."""
     configlib.validate_factors(cfg, "Shapes3D", FACTOR_NAMES, FACTOR_SIZES)
-    configlib.validate_augment(cfg)
+    data = cfg["data"]
+    for key in ("noise_prob", "noise_rate", "mask_prob", "labelled_mirror_prob"):
+        if not 0.0 <= data[key] <= 1.0:
+            raise UserError(f"data.{key} must be in [0, 1], got {data[key]}")
+    if not 1 <= data["mask_size"] <= 64:
+        raise UserError(f"data.mask_size must be in 1..64, got {data['mask_size']}")

@@ -1,15 +1,130 @@
-"""Shapes3D networks: 3-channel 64 x 64 colour images in, logits out.
+"""Shapes3D networks: the AbsAE (encoder, decoder, label-conditioned latent discriminator) and
+the relational learner ReL. Sizes come from config.py's `model` section.
 
-The networks are the method's (common/networks.py: conv encoder and decoder, latent
-discriminator, ReL); their sizes are config.py's `model` section. To try another architecture
-on Shapes3D alone, build it here.
+Images are (B, 3, 64, 64) colour pictures in [0, 1]; the decoder returns logits (loss.
+reconstruction reads them as a Bernoulli likelihood per colour intensity). The scene is
+floor, wall and one object a quarter of the picture wide; the encoder mirrored draws it.
 """
 
-from common import networks
+import torch
+from torch import nn
+from torch.nn import functional as F
 
 IMAGE_CHANNELS = 3
 
 
-def build(cfg: dict, space):
-    """(AbsAE, ReL) for this config's entities and relations."""
-    return networks.build(cfg, space, IMAGE_CHANNELS)
+class Encoder(nn.Module):
+    """x (B, C, 64, 64) -> z (B, z_dim): four stride-2 convolutions, then two linear layers."""
+
+    def __init__(self, in_channels: int, z_dim: int, channels: list[int], hidden: int):
+        super().__init__()
+        widths = [in_channels, *channels]
+        convs = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            convs += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+        self.net = nn.Sequential(
+            *convs,
+            nn.Flatten(),
+            nn.Linear(channels[-1] * 4 * 4, hidden),  # four halvings: 64 x 64 -> 4 x 4
+            nn.ReLU(),
+            nn.Linear(hidden, z_dim),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """z (B, z_dim) -> logits (B, C, 64, 64): the encoder mirrored."""
+
+    def __init__(self, out_channels: int, z_dim: int, channels: list[int], hidden: int):
+        super().__init__()
+        widths = [*reversed(channels), out_channels]
+        deconvs = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            deconvs += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, channels[-1] * 4 * 4),
+            nn.ReLU(),
+            nn.Unflatten(1, (channels[-1], 4, 4)),
+            *deconvs[:-1],  # no ReLU on the logits
+        )
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class Discriminator(nn.Module):
+    """D(z, slot) -> logit that z came from the prior.
+
+    `slot` is the entity label in [0, K) or K for "unlabelled" (Makhzani et al. 2015): with
+    label k the prior sample is from component k, so labelled codes are pulled to their own
+    component and unlabelled ones to the whole mixture.
+    """
+
+    def __init__(self, z_dim: int, num_entities: int, hidden: int):
+        super().__init__()
+        self.num_slots = num_entities + 1
+        self.net = nn.Sequential(
+            nn.Linear(z_dim + self.num_slots, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, z, slot):
+        onehot = F.one_hot(slot, self.num_slots).to(z.dtype)
+        return self.net(torch.cat([z, onehot], dim=1)).squeeze(1)
+
+
+class AbsAE(nn.Module):
+    """The abstraction autoencoder: deterministic encoder, decoder, latent discriminator."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, discriminator: Discriminator):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.discriminator = discriminator
+
+    def autoencoder_parameters(self):
+        return [*self.encoder.parameters(), *self.decoder.parameters()]
+
+    @torch.no_grad()
+    def decode_images(self, z, chunk: int = 1024):
+        """Codes (N, D) -> pictures (N, C, 64, 64) in [0, 1], in chunks."""
+        return torch.cat([torch.sigmoid(self.decoder(z[i:i + chunk]))
+                          for i in range(0, len(z), chunk)])
+
+
+class ReL(nn.Module):
+    """Relational learner: R(z, r) -> code of z moved by relation r into the target region."""
+
+    def __init__(self, z_dim: int, num_relations: int, hidden: int):
+        super().__init__()
+        self.num_relations = num_relations
+        self.net = nn.Sequential(
+            nn.Linear(z_dim + num_relations, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, z_dim),
+        )
+
+    def forward(self, z, relation):
+        onehot = F.one_hot(relation, self.num_relations).to(z.dtype)
+        return self.net(torch.cat([z, onehot], dim=1))
+
+
+def build(cfg: dict, space) -> tuple[AbsAE, ReL]:
+    """The AbsAE and the ReL for a config's model sizes, entities and relations."""
+    sizes = cfg["model"]
+    z_dim, channels, hidden = sizes["z_dim"], sizes["channels"], sizes["hidden"]
+    model = AbsAE(
+        Encoder(IMAGE_CHANNELS, z_dim, channels, hidden),
+        Decoder(IMAGE_CHANNELS, z_dim, channels, hidden),
+        Discriminator(z_dim, space.num_entities, sizes["disc_hidden"]),
+    )
+    return model, ReL(z_dim, len(space.relation_names), sizes["rel_hidden"])

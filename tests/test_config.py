@@ -1,4 +1,5 @@
-"""common.config overrides / type checks and dsprites.config.validate, with the dSprites CONFIG."""
+"""common.config overrides and type checks (with the dSprites CONFIG), every folder's
+config.validate, splits and the labelled budget."""
 import copy
 import json
 
@@ -8,11 +9,12 @@ import pytest
 from common import config as configlib
 from common.data import labelled_subset, split_indices
 from common.errors import UserError
-from common.training import lr_factor
+from common.schedule import lr_factor
 from dsprites import dataset as ds
 from dsprites.config import CONFIG, PRESETS, validate
 from mpi3d.config import CONFIG as MPI3D
 from shapes3d.config import CONFIG as SHAPES3D
+from tests.scripts import FOLDERS, module
 
 PRISTINE = json.dumps(CONFIG, sort_keys=True)
 
@@ -88,14 +90,26 @@ def test_later_override_wins_and_no_override_is_a_copy():
     assert cfg == CONFIG and cfg is not CONFIG and cfg["model"] is not CONFIG["model"]
 
 
-def test_presets_apply_cleanly():
-    for name, preset in PRESETS.items():
-        cfg = _apply(*[f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                       for k, v in preset.items()])
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_presets_apply_cleanly(folder):
+    config = module(folder, "config")
+    assert {"paper", "tiny"} <= set(config.PRESETS)
+    for name, preset in config.PRESETS.items():
+        cfg = configlib.resolve(config.CONFIG, config.PRESETS, name, [])
         flat = configlib.flatten(cfg)
         for key, value in preset.items():
             assert flat[key] == value, (name, key)
-        validate(cfg)
+        config.validate(cfg)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(UserError, match=r"unknown preset 'papr'; choose from \['paper', 'tiny'\]"):
+        configlib.resolve(CONFIG, PRESETS, "papr", [])
+
+
+def test_overrides_win_over_the_preset():
+    cfg = configlib.resolve(CONFIG, PRESETS, "tiny", ["train.batch_size=32"])
+    assert cfg["train"]["batch_size"] == 32 and cfg["model"]["hidden"] == 64
 
 
 @pytest.mark.parametrize("key,nearest", [
@@ -210,11 +224,14 @@ def test_check_types_wrong_type(section, key, value, kind):
 # ---------------------------------------------------------------- dsprites validate
 
 
-def test_validate_accepts_defaults():
-    validate(copy.deepcopy(CONFIG))
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_validate_accepts_defaults(folder):
+    config = module(folder, "config")
+    config.validate(copy.deepcopy(config.CONFIG))
 
 
-@pytest.mark.parametrize("override,pattern", [
+# The method's keys are the same in every folder; each folder's validate must refuse these.
+METHOD_REJECTS = [
     ("train.warmup_epochs=-1", r"train.warmup_epochs must be >= 0, got -1"),
     ("train.relational_epochs=-3", r"train.relational_epochs must be >= 0"),
     ("train.lr_decay_epochs=-1", r"train.lr_decay_epochs must be >= 0, got -1"),
@@ -223,7 +240,6 @@ def test_validate_accepts_defaults():
     ("train.rel_loss=l1", r"train.rel_loss must be one of mse, nll, xent, got 'l1'"),
     ("train.sup_loss=xent", r"train.sup_loss must be one of nll, nll\+xent, got 'xent'"),
     ("data.labelled_mirror_prob=1.5", r"data.labelled_mirror_prob must be in \[0, 1\]"),
-    ("data.labelled_mirror_prob=0.5", r"labelled_mirror_prob must be 0 while posX is an entity"),
     ("prior.warmup=cauchy", r"prior.warmup"),
     ("prior.gm_cov=-0.5", r"prior.gm_cov must be > 0"),
     ("model.z_dim=0", r"model.z_dim"),
@@ -232,11 +248,25 @@ def test_validate_accepts_defaults():
     ("data.mask_size=65", r"data.mask_size"),
     ("run.eval_every=0", r"run.eval_every"),
     ("eval.rel_samples=0", r"eval.rel_samples"),
+]
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("override,pattern", METHOD_REJECTS)
+def test_every_folder_validates_the_method_keys(folder, override, pattern):
+    config = module(folder, "config")
+    cfg = configlib.apply_overrides(config.CONFIG, [override])
+    with pytest.raises(UserError, match=pattern):
+        config.validate(cfg)
+
+
+@pytest.mark.parametrize("override,pattern", [
+    ("data.labelled_mirror_prob=0.5", r"labelled_mirror_prob must be 0 while posX is an entity"),
     ("data.nuisances.scale=[2, 6]", r"data.nuisances.scale index 6 is outside 0..5"),
     ("data.nuisances.orientation=[-1]", r"data.nuisances.orientation index -1"),
     ("data.nuisances.scale=[]", r"data.nuisances.scale is empty"),
 ])
-def test_validate_rejects(override, pattern):
+def test_dsprites_validate_rejects_its_data_keys(override, pattern):
     cfg = _apply(override)
     with pytest.raises(UserError, match=pattern):
         validate(cfg)
@@ -311,11 +341,11 @@ def test_labelled_budget_larger_than_available_names_the_max():
 
 
 def test_lr_factor_falls_linearly_to_zero_over_the_last_relational_epochs():
-    cfg = {"train": {"warmup_epochs": 1, "relational_epochs": 8, "lr_decay_epochs": 4}}
-    assert [lr_factor(cfg, e) for e in (0.0, 0.5, 4.0, 5.0)] == [1.0, 1.0, 1.0, 1.0]
-    assert lr_factor(cfg, 7.0) == pytest.approx(0.5)
-    assert lr_factor(cfg, 8.75) == pytest.approx(0.0625)
-    cfg["train"]["lr_decay_epochs"] = 0  # constant
-    assert lr_factor(cfg, 8.75) == 1.0
-    cfg["train"]["lr_decay_epochs"] = 20  # more than there are: over the whole relational phase
-    assert lr_factor(cfg, 1.0) == 1.0 and lr_factor(cfg, 5.0) == pytest.approx(0.5)
+    train = {"warmup_epochs": 1, "relational_epochs": 8, "lr_decay_epochs": 4}
+    assert [lr_factor(train, e) for e in (0.0, 0.5, 4.0, 5.0)] == [1.0, 1.0, 1.0, 1.0]
+    assert lr_factor(train, 7.0) == pytest.approx(0.5)
+    assert lr_factor(train, 8.75) == pytest.approx(0.0625)
+    train["lr_decay_epochs"] = 0  # constant
+    assert lr_factor(train, 8.75) == 1.0
+    train["lr_decay_epochs"] = 20  # more than there are: over the whole relational phase
+    assert lr_factor(train, 1.0) == 1.0 and lr_factor(train, 5.0) == pytest.approx(0.5)

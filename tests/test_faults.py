@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_train_dsprites import REPO, SCRIPT, run, tiny
+from tests import scripts
+from tests.scripts import REPO, tiny
+
+SCRIPT = scripts.script("dsprites")
+
+
+def run(args):
+    return scripts.run("dsprites", args)
 
 # Runs train.py with one fault armed: the process SIGKILLs itself at its (after+1)-th optimiser
 # step ("step"), or at the chosen point of its (after+1)-th checkpoint write. The training code

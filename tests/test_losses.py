@@ -1,4 +1,5 @@
-"""The supervised term's two forms and the label-keeping mirror augmentation."""
+"""The supervised term's two forms, in every folder's loss.py, and the label-keeping mirror
+augmentation."""
 
 import math
 
@@ -6,8 +7,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from common import gmm, losses
+from common import gmm
 from common.augment import mirror
+from tests.scripts import FOLDERS, module
+
+
+@pytest.fixture(params=FOLDERS)
+def losses(request):
+    return module(request.param, "loss")
 
 
 def two_components():
@@ -16,14 +23,14 @@ def two_components():
     return means, chol
 
 
-def test_nll_is_the_own_components_negative_log_density_per_dimension():
+def test_nll_is_the_own_components_negative_log_density_per_dimension(losses):
     means, chol = two_components()
     z, labels = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
     expected = 0.5 * (1.0 + 2 * math.log(2 * math.pi)) / 2
     assert losses.supervised(z, labels, means, chol, "nll").item() == pytest.approx(expected)
 
 
-def test_xent_adds_the_mixture_posterior_cross_entropy():
+def test_xent_adds_the_mixture_posterior_cross_entropy(losses):
     means, chol = two_components()
     z, labels = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
     nll = losses.supervised(z, labels, means, chol, "nll")
@@ -32,7 +39,7 @@ def test_xent_adds_the_mixture_posterior_cross_entropy():
     assert (both - nll).item() == pytest.approx(math.log1p(math.exp(-1.5)), rel=1e-5)
 
 
-def test_xent_gradient_pushes_a_code_away_from_the_confused_component():
+def test_xent_gradient_pushes_a_code_away_from_the_confused_component(losses):
     """At the own mean the NLL is flat; only the cross-entropy still moves the code, and it
     moves it away from the other component."""
     means, chol = two_components()
@@ -45,7 +52,7 @@ def test_xent_gradient_pushes_a_code_away_from_the_confused_component():
     assert z.grad[0, 1].item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_xent_matches_cross_entropy_of_component_log_probs():
+def test_xent_matches_cross_entropy_of_component_log_probs(losses):
     torch.manual_seed(0)
     means, chol = torch.randn(5, 3), torch.eye(3).repeat(5, 1, 1) * 0.7
     z, labels = torch.randn(32, 3), torch.randint(0, 5, (32,))

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_train_dsprites import tiny
+from tests.scripts import tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,8 +18,8 @@ def sweep(*args):
 
 def test_sweep_runs_every_seed_and_budget_then_only_collects(tmp_path):
     out = tmp_path / "sweep"
-    overrides = [a for a in tiny(tmp_path, "unused", epochs=(0, 1))
-                 if not a.startswith(("run.root=", "run.name=", "data.labelled_per_entity="))]
+    overrides = [a for a in tiny(tmp_path, "unused", epochs=(0, 1))  # --preset tiny and more
+                 if not a.startswith(("run.root=", "run.name="))]
     args = ["dsprites", "--seeds", "0", "1", "--budgets", "1", "2", "--out", str(out),
             "--jobs", "2", *overrides]
     result = sweep(*args)

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_dsprites import REPO, SCRIPT, run, tiny
+from tests import scripts
+from tests.scripts import REPO, tiny
+
+SCRIPT = scripts.script("dsprites")
+
+
+def run(args):
+    return scripts.run("dsprites", args)
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

@@ -1,0 +1,32 @@
+"""Helpers for the tests that run the real scripts: every dataset folder (any `*/train.py`),
+its modules, and a tiny run of it (its config's `tiny` preset) in a temporary folder."""
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDERS = sorted(path.parent.name for path in REPO.glob("*/train.py"))
+
+
+def script(folder: str) -> Path:
+    return REPO / folder / "train.py"
+
+
+def module(folder: str, name: str):
+    """A dataset folder's own module: module("mpi3d", "loss") is mpi3d/loss.py."""
+    return importlib.import_module(f"{folder}.{name}")
+
+
+def tiny(tmp_path, name, epochs=(1, 2)) -> list[str]:
+    """Arguments of a tiny run named `name` under tmp_path, with (warm-up, relational) epochs."""
+    return ["--preset", "tiny", f"run.root={tmp_path / 'runs'}", f"run.name={name}",
+            "run.device=cpu", f"data.cache_dir={tmp_path / 'cache'}",
+            f"train.warmup_epochs={epochs[0]}", f"train.relational_epochs={epochs[1]}"]
+
+
+def run(folder: str, args, **kwargs) -> subprocess.CompletedProcess:
+    """<folder>/train.py with these arguments, as a user runs it, from the repository root."""
+    return subprocess.run([sys.executable, str(script(folder)), *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=300, **kwargs)
