@@ -1,4 +1,4 @@
-"""What is measured on a trained model (METHOD.md, Evaluation), from explicit arguments: codes,
+"""What is measured on a trained model (README, Metrics), from explicit arguments: codes,
 the networks as callables, the mixture's means and Cholesky factors, the relation table. Each
 dataset's train.py decides what to pass.
 

@@ -1,4 +1,4 @@
-"""Weak-disentanglement metrics (METHOD.md, Evaluation): clustering and relation accuracy.
+"""Weak-disentanglement metrics (README, Metrics): clustering and relation accuracy.
 
 Codes are assigned to their most likely mixture component; a code is *accepted* at confidence q
 when it lies inside that component's chi-square q-ellipsoid (common.gmm.classify).

@@ -5,7 +5,7 @@
     python dsprites/train.py --resume RUN_DIR     # continue a stopped run
     python dsprites/train.py --evaluate RUN_DIR   # recompute metrics, pictures and report.md
 
-Read top to bottom: what a run holds, the three phases of METHOD.md as named functions, one
+Read top to bottom: what a run holds, the three phases of the method as named functions, one
 epoch, evaluation, checkpoints, the run, and main. The last line printed is the run folder.
 
 1. warm-up (warmup_step): a plain adversarial autoencoder against a simple prior; no labels;

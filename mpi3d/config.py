@@ -64,7 +64,7 @@ CONFIG = {
         "learn_means": True,  # adaptive means, trained by the relational loss
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
         # learning rate of the adaptive means: after a short RGB warm-up the entities start
-        # entangled, and the means must move apart quickly (1e-3 left them stuck)
+        # entangled, and the means must move apart quickly
         "means_lr": 1e-2,
     },
     "train": {

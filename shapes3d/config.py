@@ -61,14 +61,14 @@ CONFIG = {
     },
     "prior": {
         "warmup": "normal",  # normal | uniform  (phase-1 prior)
-        # component covariance = gm_cov x the entity's empirical covariance: at 0.5 the
-        # encoded images spread past their components (acceptance@0.99 0.71 instead of 0.85)
+        # component covariance = gm_cov x the entity's empirical covariance: as wide as the
+        # labelled codes, because the unlabelled codes spread at least as far
         "gm_cov": 1.0,
         "pooling": 0.0,  # covariance shrinkage towards the pooled within-entity covariance
         "learn_means": True,  # adaptive means, trained by the relational loss
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
         # learning rate of the adaptive means: after a short RGB warm-up the entities start
-        # entangled, and the means must move apart quickly (1e-3 left them stuck)
+        # entangled, and the means must move apart quickly
         "means_lr": 1e-2,
     },
     "train": {
@@ -87,7 +87,7 @@ CONFIG = {
         "rel_loss": "mse",  # mse (paper) | nll | xent
         "sup_loss": "nll+xent",  # nll | nll+xent (also pushes labelled codes off other components)
         # target sample's noise: independent (paper) | matched (ReL keeps the within-entity
-        # position, i.e. the backgrounds; also raised data relation accuracy 0.83 -> 0.9+)
+        # position, i.e. the backgrounds)
         "rel_noise": "matched",
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off

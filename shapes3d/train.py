@@ -4,8 +4,9 @@
     python shapes3d/train.py --preset paper       # paper-scale preset (GPU)
     python shapes3d/train.py --resume RUN_DIR     # continue a stopped run
     python shapes3d/train.py --evaluate RUN_DIR   # recompute metrics, pictures and report.md
+    python shapes3d/train.py data.path=/data/3dshapes.h5   # the real file
 
-Read top to bottom: what a run holds, the three phases of METHOD.md as named functions, one
+Read top to bottom: what a run holds, the three phases of the method as named functions, one
 epoch, evaluation, checkpoints, the run, and main. The last line printed is the run folder.
 
 1. warm-up (warmup_step): a plain adversarial autoencoder against a simple prior; no labels;

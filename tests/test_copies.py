@@ -1,4 +1,4 @@
-"""The dataset folders are deliberate copies (../shared/LAYOUT.md): each holds its own config,
+"""The dataset folders are deliberate copies (README, Layout): each holds its own config,
 model, prior, loss, log and train files, so one dataset's method can change without touching
 the others. What is meant to stay the same must stay the same: every top-level function, class
 and constant of those files is compared across the folders that define it, and a difference
