@@ -13,16 +13,23 @@ import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 GRID_PAD = 2  # pixels of white between the tiles of an image grid
+LABEL_INCH_PER_CHAR = 0.065  # width of one character of a 7-point row label
 
 
 def image_grid(images, path, row_labels=None, col_labels=None, title=None, cell=1.0):
     """images: (R, C, channels, H, W) in [0, 1], 1 channel (grey) or 3 (RGB) -> one PNG: the
-    tiles laid out by torchvision's make_grid, rows and columns labelled at their centres."""
+    tiles laid out by torchvision's make_grid, rows and columns labelled at their centres.
+    Margins are sized for the labels, so long entity names are never cut off."""
     images = torch.as_tensor(images).detach().float().cpu().clamp(0, 1)
     rows, cols, _, height, width = images.shape
     grid = make_grid(images.flatten(0, 1), nrow=cols, padding=GRID_PAD, pad_value=1.0)
-    fig, ax = plt.subplots(figsize=(cell * cols + 1.2, cell * rows + 0.6))
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    left = 0.15 + LABEL_INCH_PER_CHAR * max((len(str(x)) for x in row_labels or []), default=0)
+    top = (0.3 if col_labels is not None else 0.1) + (0.3 if title else 0.0)
+    bottom, right = 0.1, 0.1
+    fig_w, fig_h = left + cell * cols + right, bottom + cell * rows + top
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    ax = fig.add_axes((left / fig_w, bottom / fig_h, cell * cols / fig_w, cell * rows / fig_h))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest", aspect="auto")
     ax.set_xticks([GRID_PAD + (width + GRID_PAD) * c + width / 2 for c in range(cols)],
                   col_labels if col_labels is not None else [""] * cols)
     ax.set_yticks([GRID_PAD + (height + GRID_PAD) * r + height / 2 for r in range(rows)],
@@ -32,8 +39,7 @@ def image_grid(images, path, row_labels=None, col_labels=None, title=None, cell=
     for spine in ax.spines.values():
         spine.set_visible(False)
     if title:
-        ax.set_title(title, fontsize=9, pad=16 if col_labels is not None else 6)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / fig_h, va="top")
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
