@@ -93,7 +93,7 @@ def apply_overrides(defaults: dict, overrides: list[str]) -> dict:
 ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "eval.classifier_steps": 1500, "train.sup_loss": "nll",
               "data.labelled_mirror_prob": 0.0, "train.rel_codes": False,
-              "train.lr_decay_epochs": 0}
+              "train.lr_decay_epochs": 0, "run.tensorboard": False}
 
 
 def upgrade(cfg: dict) -> dict:

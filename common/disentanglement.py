@@ -1,21 +1,26 @@
 """Supervised disentanglement metrics: MIG, SAP, DCI, FactorVAE and BetaVAE scores.
 
-Definitions follow disentanglement_lib (Locatello et al. 2019) and are computed from arrays, so
-any dataset can use them. Conventions, unlike disentanglement_lib (which stores one row per
-dimension): `codes` is (num_points, num_codes) float, `factors` is (num_points, num_factors)
-integer-valued ground-truth factors, one row per sample, rows drawn i.i.d.
-
-Where disentanglement_lib trains a scikit-learn model (LinearSVC in SAP, gradient boosted trees in
-DCI, LogisticRegression in BetaVAE) we fit a multinomial logistic regression in torch instead
-(`_fit_softmax`); each docstring says so. Default sample sizes are small enough for a CPU test in
-seconds; disentanglement_lib's are given beside them.
+Definitions and estimators follow disentanglement_lib (Locatello et al. 2019), so the numbers can
+be set beside published ones: scikit-learn's GradientBoostingClassifier per factor for DCI,
+LinearSVC(C=0.01, class_weight="balanced") per code and factor for SAP, LogisticRegression for
+the BetaVAE score, the majority vote for FactorVAE, 20 equal-width bins for MIG; each with a fixed
+random_state. Conventions, unlike disentanglement_lib (which stores one row per dimension):
+`codes` is (num_points, num_codes) float, `factors` is (num_points, num_factors) integer-valued
+ground-truth factors, one row per sample. disentanglement_lib draws fresh samples of the whole
+factor grid (10,000 to fit, 5,000 to score); here the points are stored held-out codes, so the
+sample sizes are what a split holds (each docstring gives its defaults and the reference's).
 """
 
 import numpy as np
-import torch
+from scipy.stats import entropy
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import mutual_info_score
+from sklearn.svm import LinearSVC
 
 from common.errors import UserError
 
+RANDOM_STATE = 0  # every scikit-learn estimator's, so a score is reproducible
 ENTROPY_EPS = 1e-11  # added to importances before the DCI entropies, as disentanglement_lib
 
 
@@ -75,28 +80,16 @@ def discretize(codes: np.ndarray, bins: int = 20) -> np.ndarray:
     return out
 
 
-def _mutual_info(a: np.ndarray, b: np.ndarray) -> float:
-    """I(a; b) in nats from the contingency table of two label vectors (as sklearn's mutual_info_score)."""
-    _, a = np.unique(a, return_inverse=True)
-    _, b = np.unique(b, return_inverse=True)
-    na, nb = a.max() + 1, b.max() + 1
-    joint = np.bincount(a * nb + b, minlength=na * nb).reshape(na, nb) / len(a)
-    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
-    nz = joint > 0
-    # rounding can leave a tiny negative value for independent labels
-    return max(float((joint[nz] * np.log(joint[nz] / outer[nz])).sum()), 0.0)
-
-
 def mutual_info_matrix(codes_discrete: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """Plug-in mutual information I(code_i; factor_j) in nats: (N, C), (N, F) -> (C, F).
 
-    Computed from each pair's contingency table (disentanglement_lib's discrete_mutual_info).
+    scikit-learn's mutual_info_score of each pair (disentanglement_lib's discrete_mutual_info).
     """
     codes_discrete = np.asarray(codes_discrete)
     codes_discrete = _check_discrete(codes_discrete, len(codes_discrete) if codes_discrete.ndim else -1,
                                      "codes_discrete")
     factors = _check_discrete(factors, codes_discrete.shape[0], "factors")
-    return np.array([[_mutual_info(codes_discrete[:, i], factors[:, j])
+    return np.array([[mutual_info_score(codes_discrete[:, i], factors[:, j])
                       for j in range(factors.shape[1])] for i in range(codes_discrete.shape[1])])
 
 
@@ -118,76 +111,11 @@ def mig(codes: np.ndarray, factors: np.ndarray, bins: int = 20) -> dict:
     if codes.shape[1] < 2:
         raise UserError("MIG needs at least 2 code dimensions (it compares the top two)")
     info = mutual_info_matrix(discretize(codes, bins), factors)
-    entropy = np.array([_mutual_info(f, f) for f in factors.T])
-    if (entropy == 0).any():
-        raise UserError(f"factors {np.flatnonzero(entropy == 0).tolist()} are constant; "
+    factor_entropy = np.array([mutual_info_score(f, f) for f in factors.T])
+    if (factor_entropy == 0).any():
+        raise UserError(f"factors {np.flatnonzero(factor_entropy == 0).tolist()} are constant; "
                         "MIG divides by their entropy")
-    return {"mig": float(np.mean(_top_two_gap(info) / entropy))}
-
-
-# ---------------------------------------------------------------- classifiers
-
-
-def _fit_softmax(x, y, num_classes, l1=0.0, l2=1e-4, steps=500, balanced=False):
-    """Multinomial logistic regression, full batch, by accelerated proximal gradient (FISTA).
-
-    Minimises weighted mean cross-entropy + l2/2 |W|^2 + l1 |W|_1 (bias unpenalised); the
-    proximal step is what makes the L1 term give exact zeros, which gradient methods (LBFGS,
-    Adam) do not. balanced: weight samples inversely to class frequency (class_weight="balanced").
-    x (N, D) float64 tensor, y (N,) long -> (weight (D, K), bias (K,)). Deterministic.
-    """
-    threads = torch.get_num_threads()
-    # these problems are tiny: handing each op to a thread pool costs more than the op, and on a
-    # busy machine the pool's waiting made a fit ~100x slower than one thread
-    torch.set_num_threads(1)
-    try:
-        return _fista_softmax(x, y, num_classes, l1, l2, steps, balanced)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fista_softmax(x, y, num_classes, l1, l2, steps, balanced):
-    """The FISTA iterations of `_fit_softmax`, step 1/L from a bound on the gradient's Lipschitz constant."""
-    n, d = x.shape
-    xb = torch.cat([x, torch.ones(n, 1, dtype=x.dtype)], 1)  # (N, D+1): bias as a last feature
-    onehot = torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
-    counts = onehot.sum(0)
-    sample_w = (n / (num_classes * counts.clamp(min=1)))[y] if balanced else torch.ones(n, dtype=x.dtype)
-    # Lipschitz constant of the loss gradient: the softmax Hessian is at most 1/2 in every direction
-    lip = 0.5 * float(sample_w.max()) * float(torch.linalg.eigvalsh(xb.T @ xb / n)[-1]) + l2
-    step = 1.0 / lip
-    params = torch.zeros(d + 1, num_classes, dtype=x.dtype)
-    look, t = params.clone(), 1.0
-    for _ in range(steps):
-        resid = (torch.softmax(xb @ look, 1) - onehot) * sample_w[:, None]
-        grad = xb.T @ resid / n
-        grad[:d] += l2 * look[:d]
-        new = look - step * grad
-        new[:d] = torch.sign(new[:d]) * (new[:d].abs() - step * l1).clamp(min=0)
-        t_next = 0.5 * (1 + (1 + 4 * t * t) ** 0.5)
-        look = new + ((t - 1) / t_next) * (new - params)
-        params, t = new, t_next
-    return params[:d], params[d]
-
-
-def _standardize(train: np.ndarray, test: np.ndarray):
-    """Scale by the training mean and std; constant dimensions become 0 rather than NaN."""
-    mean, std = train.mean(0), train.std(0)
-    std = np.where(std > 0, std, 1.0)
-    return (torch.as_tensor((train - mean) / std), torch.as_tensor((test - mean) / std))
-
-
-def _encode_labels(train: np.ndarray, test: np.ndarray):
-    """Class ids 0..K-1 from the training values; test values unseen in training get -1."""
-    classes, train_ids = np.unique(train, return_inverse=True)
-    pos = np.clip(np.searchsorted(classes, test), 0, len(classes) - 1)
-    test_ids = np.where(classes[pos] == test, pos, -1)
-    return len(classes), torch.as_tensor(train_ids), torch.as_tensor(test_ids)
-
-
-def _balanced_accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean over the classes present in y of the fraction predicted correctly."""
-    return float(np.mean([float((pred[y == c] == c).double().mean()) for c in torch.unique(y)]))
+    return {"mig": float(np.mean(_top_two_gap(info) / factor_entropy))}
 
 
 # ---------------------------------------------------------------- SAP
@@ -202,15 +130,20 @@ def _train_test_split(n: int, test_fraction: float):
     return order[n_test:], order[:n_test]
 
 
-def _sap_classification(codes, factors, test_fraction, steps) -> np.ndarray:
+def _sap_classification(codes, factors, test_fraction) -> np.ndarray:
+    """Test accuracy of LinearSVC(C=0.01, class_weight="balanced") on each single raw code
+    dimension for each factor: (C, F), as disentanglement_lib's _compute_score_matrix."""
     train, test = _train_test_split(len(codes), test_fraction)
     scores = np.zeros((codes.shape[1], factors.shape[1]))
     for j in range(factors.shape[1]):
-        k, y_train, y_test = _encode_labels(factors[train, j], factors[test, j])
+        y_train, y_test = factors[train, j], factors[test, j]
         for i in range(codes.shape[1]):
-            x_train, x_test = _standardize(codes[train, i:i + 1], codes[test, i:i + 1])
-            w, b = _fit_softmax(x_train, y_train, k, l2=1e-4, steps=steps, balanced=True)
-            scores[i, j] = _balanced_accuracy((x_test @ w + b).argmax(1), y_test)
+            if len(np.unique(y_train)) < 2:  # nothing to learn: every prediction is that value
+                scores[i, j] = np.mean(y_test == y_train[0])
+                continue
+            svm = LinearSVC(C=0.01, class_weight="balanced", random_state=RANDOM_STATE)
+            svm.fit(codes[train, i:i + 1], y_train)
+            scores[i, j] = np.mean(svm.predict(codes[test, i:i + 1]) == y_test)
     return scores
 
 
@@ -224,20 +157,16 @@ def _sap_correlation(codes, factors) -> np.ndarray:
 
 
 def sap(codes: np.ndarray, factors: np.ndarray, continuous: bool = False,
-        test_fraction: float = 1 / 3, steps: int = 300) -> dict:
+        test_fraction: float = 1 / 3) -> dict:
     """Separated Attribute Predictability (Kumar et al. 2018): mean over factors of the gap
     between the two code dimensions that predict it best.
 
-    Discrete factors (default): for every (code dim, factor) a 1-D classifier is trained on a
-    train split and scored by balanced accuracy on the held-out split. The classifier is a
-    class-balanced multinomial logistic regression on that one dimension (`_fit_softmax`, L2 1e-4,
-    `steps` FISTA steps): like disentanglement_lib's class-balanced LinearSVC(C=0.01), an argmax of
-    K linear functions of one variable, i.e. thresholds splitting the line into class intervals.
-    disentanglement_lib uses 10,000 train / 5,000 test points (test_fraction 1/3) and reports plain
-    test accuracy; for uniform factors the two agree in expectation. An uninformative dimension
-    scores 1/K, so identity codes give SAP = mean(1 - 1/K), not 1.
-    continuous=True: score = squared correlation of code and factor on all points, as
-    disentanglement_lib.
+    Discrete factors (default), as disentanglement_lib: for every (code dim, factor) a
+    LinearSVC(C=0.01, class_weight="balanced") is fitted on that one raw dimension (no
+    standardisation, so the score depends on the codes' scale as the reference's does) over a
+    train split and scored by plain accuracy on the held-out rest (test_fraction; the reference
+    draws 10,000 train and 5,000 test points). continuous=True: score = squared correlation of
+    code and factor on all points.
     """
     codes = _check_codes(codes)
     factors = _check_discrete(factors, codes.shape[0], "factors")
@@ -246,7 +175,7 @@ def sap(codes: np.ndarray, factors: np.ndarray, continuous: bool = False,
     if continuous:
         scores = _sap_correlation(codes, factors.astype(np.float64))
     else:
-        scores = _sap_classification(codes, factors, test_fraction, steps)
+        scores = _sap_classification(codes, factors, test_fraction)
     return {"sap": float(np.mean(_top_two_gap(scores)))}
 
 
@@ -255,8 +184,7 @@ def sap(codes: np.ndarray, factors: np.ndarray, continuous: bool = False,
 
 def _normalised_entropy(p: np.ndarray, axis: int) -> np.ndarray:
     """Entropy of the distributions along `axis` (normalised there first), in base p.shape[axis]."""
-    p = p / p.sum(axis=axis, keepdims=True)
-    return -(p * np.log(p)).sum(axis=axis) / np.log(p.shape[axis])
+    return entropy(p, base=p.shape[axis], axis=axis)
 
 
 def _check_importance(importance) -> np.ndarray:
@@ -295,17 +223,10 @@ def dci_completeness(importance: np.ndarray) -> float:
     return _weighted_specificity(_check_importance(importance), axis=0)
 
 
-def dci_importance(codes_train, factors_train, codes_test, factors_test,
-                   l1: float = 1e-2, l2: float = 1e-3, steps: int = 500):
-    """Importance matrix (num_codes, num_factors) and mean test accuracy of per-factor predictors.
-
-    Substitute for disentanglement_lib's gradient boosted trees (no scikit-learn here): per factor,
-    an elastic-net (L1 `l1`, L2 `l2`) multinomial logistic regression on codes standardised with
-    the training statistics, fitted by `_fit_softmax` (deterministic); importance of a code = mean
-    |weight| over classes, each factor's column scaled to sum to 1 as tree importances do. This is
-    the linear (Lasso-style) DCI variant of Eastwood & Williams. Linear importances see only
-    linear dependence, so values differ from disentanglement_lib's tree-based ones.
-    """
+def dci_importance(codes_train, factors_train, codes_test, factors_test):
+    """Importance matrix (num_codes, num_factors) and the mean train and test accuracy of one
+    GradientBoostingClassifier per factor (scikit-learn's defaults, fixed random_state), as
+    disentanglement_lib's compute_importance_gbt: importance = |feature_importances_|."""
     codes_train, codes_test = _check_codes(codes_train, "codes_train"), _check_codes(codes_test, "codes_test")
     factors_train = _check_discrete(factors_train, codes_train.shape[0], "factors_train")
     factors_test = _check_discrete(factors_test, codes_test.shape[0], "factors_test")
@@ -313,31 +234,33 @@ def dci_importance(codes_train, factors_train, codes_test, factors_test,
         raise UserError(f"train and test shapes differ: codes {codes_train.shape[1]} vs "
                         f"{codes_test.shape[1]}, "
                         f"factors {factors_train.shape[1]} vs {factors_test.shape[1]}")
-    x_train, x_test = _standardize(codes_train, codes_test)
     importance = np.zeros((codes_train.shape[1], factors_train.shape[1]))
-    accuracy = []
+    train_acc, test_acc = [], []
     for j in range(factors_train.shape[1]):
-        k, y_train, y_test = _encode_labels(factors_train[:, j], factors_test[:, j])
-        w, b = _fit_softmax(x_train, y_train, k, l1=l1, l2=l2, steps=steps)
-        column = w.abs().mean(1).numpy()
-        importance[:, j] = column / column.sum() if column.sum() > 0 else column
-        accuracy.append(float(((x_test @ w + b).argmax(1) == y_test).double().mean()))
-    return importance, float(np.mean(accuracy))
+        y_train, y_test = factors_train[:, j], factors_test[:, j]
+        if len(np.unique(y_train)) < 2:  # a constant factor: no code matters, every guess right
+            train_acc.append(1.0)
+            test_acc.append(float(np.mean(y_test == y_train[0])))
+            continue
+        trees = GradientBoostingClassifier(random_state=RANDOM_STATE)
+        trees.fit(codes_train, y_train)
+        importance[:, j] = np.abs(trees.feature_importances_)
+        train_acc.append(float(np.mean(trees.predict(codes_train) == y_train)))
+        test_acc.append(float(np.mean(trees.predict(codes_test) == y_test)))
+    return importance, float(np.mean(train_acc)), float(np.mean(test_acc))
 
 
-def dci(codes_train, factors_train, codes_test, factors_test, l1: float = 1e-2, l2: float = 1e-3,
-        steps: int = 500) -> dict:
-    """DCI (Eastwood & Williams 2018): disentanglement, completeness, informativeness.
-
-    Importances and informativeness (mean over factors of test accuracy) from `dci_importance`,
-    a logistic-regression substitute for disentanglement_lib's gradient boosted trees; D and C
-    from `dci_disentanglement` / `dci_completeness`. disentanglement_lib: 10,000 train / 5,000 test.
-    """
-    importance, informativeness = dci_importance(codes_train, factors_train, codes_test, factors_test,
-                                                 l1=l1, l2=l2, steps=steps)
+def dci(codes_train, factors_train, codes_test, factors_test) -> dict:
+    """DCI (Eastwood & Williams 2018) as disentanglement_lib computes it: disentanglement and
+    completeness from the gradient-boosted trees' importances (`dci_importance`,
+    `dci_disentanglement`, `dci_completeness`), informativeness = mean test accuracy over
+    factors (and its train accuracy). The reference fits on 10,000 points and tests on 5,000."""
+    importance, train_acc, test_acc = dci_importance(codes_train, factors_train, codes_test,
+                                                     factors_test)
     return {"dci_disentanglement": dci_disentanglement(importance),
             "dci_completeness": dci_completeness(importance),
-            "dci_informativeness": informativeness}
+            "dci_informativeness": test_acc,
+            "dci_informativeness_train": train_acc}
 
 
 # ---------------------------------------------------------------- intervention-based scores
@@ -363,8 +286,8 @@ def _factor_vae_votes(sample_fn, sizes, rng, global_var, active, batch_size, num
     return votes
 
 
-def factor_vae_score(sample_fn, factor_sizes, rng, batch_size: int = 64, num_train: int = 500,
-                     num_eval: int = 300, num_variance_estimate: int = 2000,
+def factor_vae_score(sample_fn, factor_sizes, rng, batch_size: int = 64, num_train: int = 10000,
+                     num_eval: int = 5000, num_variance_estimate: int = 10000,
                      prune_threshold: float = 0.05) -> dict:
     """FactorVAE score (Kim & Mnih 2018) as in disentanglement_lib.
 
@@ -374,8 +297,8 @@ def factor_vae_score(sample_fn, factor_sizes, rng, batch_size: int = 64, num_tra
     uniformly drawn value, take the code dimension of least variance divided by its global variance
     (dims with global std < prune_threshold are dropped). The classifier is the majority vote
     (factor per dimension) on num_train votes; the score is its accuracy on num_eval fresh votes.
-    No active dimension scores 0, as disentanglement_lib. Defaults here: batch 64, 500 train,
-    300 eval, 2,000 points for the global variance; disentanglement_lib: 64, 10,000, 5,000, 10,000.
+    No active dimension scores 0, as disentanglement_lib. Sample sizes as disentanglement_lib's:
+    batch 64, 10,000 train and 5,000 eval votes, 10,000 points for the global variance.
     """
     sizes, rng = _check_factor_sizes(factor_sizes), _check_rng(rng)
     if batch_size < 2 or num_train < 1 or num_eval < 1 or num_variance_estimate < 2:
@@ -407,27 +330,27 @@ def _beta_vae_points(sample_pair_fn, sizes, rng, batch_size, num_points):
     return np.stack(features), np.array(labels)
 
 
-def beta_vae_score(sample_pair_fn, factor_sizes, rng, batch_size: int = 64, num_train: int = 1000,
-                   num_eval: int = 500, l2: float = 1e-4, steps: int = 500) -> dict:
+def beta_vae_score(sample_pair_fn, factor_sizes, rng, batch_size: int = 64, num_train: int = 10000,
+                   num_eval: int = 5000) -> dict:
     """BetaVAE score (Higgins et al. 2017) as in disentanglement_lib: test accuracy of a linear
     classifier predicting which factor was held fixed from mean |z1 - z2| over a batch of pairs.
 
     sample_pair_fn(factor_index, values) -> (codes1, codes2), each (len(values), num_codes): pair i
     shares factor `factor_index` = values[i] (drawn here uniformly), other factors independent.
-    Classifier: multinomial logistic regression (L2 `l2`, standardised features, full-batch
-    `_fit_softmax`) in place of disentanglement_lib's scikit-learn LogisticRegression. Defaults:
-    batch 64, 1,000 train, 500 eval points; disentanglement_lib: 64, 10,000, 5,000.
+    Classifier: scikit-learn's LogisticRegression with its defaults on the raw features, as the
+    reference. Sample sizes as disentanglement_lib's: batch 64, 10,000 train, 5,000 eval points.
     """
     sizes, rng = _check_factor_sizes(factor_sizes), _check_rng(rng)
     if batch_size < 1 or num_train < 2 or num_eval < 1:
         raise UserError("batch_size and num_eval must be >= 1, num_train >= 2")
     x_train, y_train = _beta_vae_points(sample_pair_fn, sizes, rng, batch_size, num_train)
     x_eval, y_eval = _beta_vae_points(sample_pair_fn, sizes, rng, batch_size, num_eval)
-    x_train, x_eval = _standardize(x_train, x_eval)
-    y_train, y_eval = torch.as_tensor(y_train), torch.as_tensor(y_eval)
-    w, b = _fit_softmax(x_train, y_train, len(sizes), l2=l2, steps=steps)
-    return {"beta_vae": float(((x_eval @ w + b).argmax(1) == y_eval).double().mean()),
-            "beta_vae_train": float(((x_train @ w + b).argmax(1) == y_train).double().mean())}
+    if len(np.unique(y_train)) < 2:
+        raise UserError("the BetaVAE score needs training points of at least 2 factors; "
+                        "raise num_train")
+    model = LogisticRegression(random_state=RANDOM_STATE).fit(x_train, y_train)
+    return {"beta_vae": float(np.mean(model.predict(x_eval) == y_eval)),
+            "beta_vae_train": float(np.mean(model.predict(x_train) == y_train))}
 
 
 # ---------------------------------------------------------------- all five, from stored codes
@@ -446,13 +369,24 @@ def _varying_factors(factors_fit: np.ndarray, factors: np.ndarray):
     return np.stack(fit_out, 1), np.stack(out, 1), sizes
 
 
-def scores_from_codes(codes_fit, factors_fit, codes, factors, seed: int = 0) -> dict:
+def _subsample(n: int, at_most: int, seed: int) -> np.ndarray:
+    """All of range(n) in order, or `at_most` of them drawn without replacement (sorted)."""
+    if n <= at_most:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, at_most, replace=False))
+
+
+def scores_from_codes(codes_fit, factors_fit, codes, factors, seed: int = 0,
+                      max_dci_points: int = 1000) -> dict:
     """MIG, SAP, DCI, FactorVAE and BetaVAE of a representation, from codes of stored images.
 
     codes/factors: held-out images' codes and ground-truth factor indices (scored);
     codes_fit/factors_fit: another held-out set, used to fit DCI's predictors. Factors with a
     single value in the data are left out. FactorVAE and BetaVAE draw their fixed-factor batches
-    from the stored (codes, factors) rows (with replacement), so no image is encoded twice.
+    from the stored (codes, factors) rows (with replacement), so no image is encoded twice. Where
+    disentanglement_lib samples the full factor grid afresh, these are the rows of the entity
+    subset a split holds; DCI fits on at most `max_dci_points` of codes_fit and scores at most as
+    many of codes (random rows, fixed by `seed`), which bounds the trees' time.
     """
     fit_f, f, sizes = _varying_factors(np.asarray(factors_fit), np.asarray(factors))
     codes, codes_fit = np.asarray(codes, dtype=np.float64), np.asarray(codes_fit, np.float64)
@@ -462,20 +396,30 @@ def scores_from_codes(codes_fit, factors_fit, codes, factors, seed: int = 0) -> 
     rows_with = [[np.flatnonzero(f[:, k] == v) for v in values] for k, values in enumerate(present)]
     present_sizes = [len(values) for values in present]
 
+    # rows of factor k sorted by value, and where each value's run of rows starts and how long
+    by_value = [np.argsort(f[:, k], kind="stable") for k in range(f.shape[1])]
+    starts = [np.searchsorted(f[order, k], present[k]) for k, order in enumerate(by_value)]
+    counts = [np.array([len(rows) for rows in rows_with[k]]) for k in range(f.shape[1])]
+
     def sample(k, value, batch):
         if k is None:
             return codes[rng.integers(len(codes), size=batch)]
         rows = rows_with[k][value]
         return codes[rows[rng.integers(len(rows), size=batch)]]
 
+    def rows_of(k, values):  # one random row whose factor k takes each of `values`
+        offset = (rng.random(len(values)) * counts[k][values]).astype(np.int64)
+        return by_value[k][starts[k][values] + offset]
+
     def sample_pair(k, values):
-        return (np.stack([sample(k, v, 1)[0] for v in values]),
-                np.stack([sample(k, v, 1)[0] for v in values]))
+        return codes[rows_of(k, values)], codes[rows_of(k, values)]
 
     out = {}
     out.update(mig(codes, f))
     out.update(sap(codes, f))
-    out.update(dci(codes_fit, fit_f, codes, f))
+    fit_rows = _subsample(len(codes_fit), max_dci_points, seed)
+    scored_rows = _subsample(len(codes), max_dci_points, seed + 1)
+    out.update(dci(codes_fit[fit_rows], fit_f[fit_rows], codes[scored_rows], f[scored_rows]))
     out.update({k: v for k, v in factor_vae_score(sample, present_sizes, rng).items()
                 if k == "factor_vae"})
     out.update({k: v for k, v in beta_vae_score(sample_pair, present_sizes, rng).items()

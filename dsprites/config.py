@@ -23,6 +23,7 @@ CONFIG = {
         "name": "",  # empty: dsprites-<timestamp>
         "eval_every": 2,  # epochs between validation passes (relational phase)
         "threads": 0,  # CPU threads for torch; 0 keeps torch's default
+        "tensorboard": True,  # TensorBoard event files in <run>/tensorboard/ (common/board.py)
     },
     "data": {
         "path": "",  # real dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz; empty: procedural

@@ -23,6 +23,7 @@ CONFIG = {
         "name": "",  # empty: mpi3d-<timestamp>
         "eval_every": 2,  # epochs between validation passes (relational phase)
         "threads": 0,  # CPU threads for torch; 0 keeps torch's default
+        "tensorboard": True,  # TensorBoard event files in <run>/tensorboard/ (common/board.py)
     },
     "data": {
         "path": "",  # a real MPI3D npz; empty: procedural toy stand-in

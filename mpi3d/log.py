@@ -64,6 +64,30 @@ def phase_marks(train: dict) -> dict:
 
 
 @torch.no_grad()
+def relation_chains(model, rel, data, source: int) -> torch.Tensor:
+    """Test image `source` through each relation CHAIN_STEPS times, decoded: (R, CHAIN_STEPS + 2,
+    C, 64, 64), each row the input, its reconstruction, then the chain."""
+    picture = data.batch("test", slice(source, source + 1))  # (1, C, 64, 64)
+    num_rel = len(data.space.relation_names)
+    relation = torch.arange(num_rel, device=picture.device)
+    chain = [model.encoder(picture).repeat(num_rel, 1)]
+    for _ in range(CHAIN_STEPS):
+        chain.append(rel(chain[-1], relation))
+    decoded = decode(model, torch.stack(chain, dim=1))  # (R, steps + 1, C, 64, 64)
+    return torch.cat([picture[None].expand(num_rel, -1, -1, -1, -1), decoded], dim=1)
+
+
+@torch.no_grad()
+def board_pictures(board, epoch: int, model, rel, data) -> None:
+    """The relation chains at an evaluation, for TensorBoard (common/board.py)."""
+    model.eval()
+    rel.eval()
+    board.pictures(epoch, "relation_chains", relation_chains(model, rel, data, showcase(data)))
+    model.train()
+    rel.train()
+
+
+@torch.no_grad()
 def write_pictures(run, model, rel, prior, data, cfg, results) -> None:
     """Every picture listed above, into run.path."""
     model.eval()
@@ -95,15 +119,7 @@ def write_pictures(run, model, rel, prior, data, cfg, results) -> None:
                      title=f"latent traversals around a test image of "
                            f"{names[int(labels[source])]}")
 
-    # Relation chains: one test image through each relation CHAIN_STEPS times.
-    num_rel = len(data.space.relation_names)
-    relation = torch.arange(num_rel, device=z.device)
-    chain = [z[source:source + 1].repeat(num_rel, 1)]
-    for _ in range(CHAIN_STEPS):
-        chain.append(rel(chain[-1], relation))
-    decoded = decode(model, torch.stack(chain, dim=1))  # (R, steps + 1, C, 64, 64)
-    inputs = data.batch("test", slice(source, source + 1))[None].expand(num_rel, -1, -1, -1, -1)
-    plots.image_grid(torch.cat([inputs, decoded], dim=1), out / "relation_chains.png",
+    plots.image_grid(relation_chains(model, rel, data, source), out / "relation_chains.png",
                      row_labels=list(data.space.relation_names),
                      col_labels=["input", "recon"] + [f"x{k}" for k in range(1, CHAIN_STEPS + 1)],
                      title=f"relation chains from {names[int(labels[source])]}: ReL applied "

@@ -26,6 +26,7 @@ CONFIG = {
         "name": "",  # empty: shapes3d-<timestamp>
         "eval_every": 1,  # epochs between validation passes (relational phase)
         "threads": 0,  # CPU threads for torch; 0 keeps torch's default
+        "tensorboard": True,  # TensorBoard event files in <run>/tensorboard/ (common/board.py)
     },
     "data": {
         "path": "",  # the real 3dshapes.h5; empty: procedural stand-in

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from common import cli, distributed, evaluation, report, runtime
 from common import config as configlib
 from common.augment import mirror
+from common.board import Board
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data import Data, batches, resolve_paths
 from common.errors import TrainingDiverged, UserError
@@ -375,8 +376,9 @@ def phase_of(epoch: int, cfg) -> str:
     return "warmup" if epoch < cfg["train"]["warmup_epochs"] else "relational"
 
 
-def train(state, data, cfg, run: RunFolder) -> None:
-    """Every remaining epoch: validate, log a CSV row and checkpoint after each (rank 0)."""
+def train(state, data, cfg, run: RunFolder, board: Board | None = None) -> None:
+    """Every remaining epoch: validate, log a CSV row, checkpoint and (with a board) write
+    TensorBoard scalars and pictures after each (rank 0)."""
     total = cfg["train"]["warmup_epochs"] + cfg["train"]["relational_epochs"]
     while state.epoch < total:
         phase = phase_of(state.epoch, cfg)
@@ -394,6 +396,10 @@ def train(state, data, cfg, run: RunFolder) -> None:
             val = evaluate(state, data, cfg, "val")
         run.append_metrics(csv_row(state, phase, train_losses, val))
         save(state, run, cfg)
+        if board is not None:
+            board.scalars(state.epoch, {**train_losses, **val})
+            if val:
+                log.board_pictures(board, state.epoch, state.model, state.rel, data)
         tqdm.write(progress_line(state, total, phase, train_losses, val), file=sys.stderr)
     if not bool(state.prior.fitted):  # relational_epochs=0: still fit the mixture to evaluate
         init_adaptive_prior(state, data, cfg)
@@ -470,10 +476,13 @@ def main(argv=None) -> int:
         print(f"run folder: {run.path}", file=sys.stderr)
         print(f"training forward passes in {'bf16 autocast' if state.amp else 'fp32'} "
               f"(train.amp={cfg['train']['amp']})", file=sys.stderr)
-    train(state, data, cfg, run)
+    board = Board(run.path) if group.is_main and cfg["run"]["tensorboard"] else None
+    train(state, data, cfg, run, board)
     if not group.is_main:
         group.barrier()
         return 0
+    if board is not None:
+        board.close()
     cli.print_summary(finish(state, data, cfg, run))
     group.barrier()
     print(run.path)

@@ -19,11 +19,13 @@ def module(folder: str, name: str):
     return importlib.import_module(f"{folder}.{name}")
 
 
-def tiny(tmp_path, name, epochs=(1, 2)) -> list[str]:
-    """Arguments of a tiny run named `name` under tmp_path, with (warm-up, relational) epochs."""
+def tiny(tmp_path, name, epochs=(1, 2), tensorboard=False) -> list[str]:
+    """Arguments of a tiny run named `name` under tmp_path, with (warm-up, relational) epochs;
+    TensorBoard off unless asked for (its import alone takes seconds)."""
     return ["--preset", "tiny", f"run.root={tmp_path / 'runs'}", f"run.name={name}",
             "run.device=cpu", f"data.cache_dir={tmp_path / 'cache'}",
-            f"train.warmup_epochs={epochs[0]}", f"train.relational_epochs={epochs[1]}"]
+            f"train.warmup_epochs={epochs[0]}", f"train.relational_epochs={epochs[1]}",
+            f"run.tensorboard={str(tensorboard).lower()}"]
 
 
 def run(folder: str, args, **kwargs) -> subprocess.CompletedProcess:

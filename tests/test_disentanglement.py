@@ -1,10 +1,14 @@
 """common.disentanglement: known answers on a toy dataset whose "representation" is a fixed
 function of its ground-truth factors (identity, constant, noise, duplicated, rotated), as
-disentanglement_lib's metric tests do."""
+disentanglement_lib's metric tests do, and agreement with a straightforward transcription of
+disentanglement_lib's own code (the REFERENCE section: dimension-major arrays, as it stores
+them)."""
 import math
 
 import numpy as np
 import pytest
+import scipy.stats
+from sklearn import ensemble, linear_model, metrics, svm
 
 from common import disentanglement as dis
 from common.errors import UserError
@@ -13,6 +17,7 @@ SIZES = (4, 5, 6)
 F = len(SIZES)
 CHANCE = float(np.mean([1 / s for s in SIZES]))  # accuracy of a factor predictor without information
 N_TRAIN, N_TEST = 3000, 1500
+N_DCI = 1000
 
 
 def _sample_factors(rng, n):
@@ -78,9 +83,9 @@ def _pair_fn(rep, seed=20):
 @pytest.fixture(scope="module")
 def dci_scores():
     out = {}
-    for rep in (identity, constant, duplicated, rotated):
-        z_train, f_train = _arrays(rep, N_TRAIN, 1)
-        z_test, f_test = _arrays(rep, N_TEST, 2)
+    for rep in (identity, constant, noise, duplicated, rotated):
+        z_train, f_train = _arrays(rep, N_DCI, 1)  # the trees take a while: fewer points
+        z_test, f_test = _arrays(rep, N_DCI // 2, 2)
         out[rep.__name__] = dis.dci(z_train, f_train, z_test, f_test)
     return out
 
@@ -141,10 +146,15 @@ def test_mig_rotation_lowers_it():
 # ---------------------------------------------------------------- SAP
 
 
-def test_sap_identity():
+def test_sap_identity_is_what_the_svm_finds_on_raw_codes_at_their_scale():
     z, f = _arrays(identity, N_TRAIN, 1)
-    # the matching dimension classifies perfectly, the runner-up is at chance 1/K
-    assert dis.sap(z, f)["sap"] == pytest.approx(1 - CHANCE, abs=0.05)
+    # LinearSVC(C=0.01) on one raw dimension: at about unit range the regularisation keeps the
+    # margins small, so even the matching dimension classifies poorly; spread 100x, it is free
+    # to. No standardisation, as disentanglement_lib.
+    small, large = dis.sap(z, f)["sap"], dis.sap(100 * z, f)["sap"]
+    assert small == pytest.approx(reference_sap(z, f), abs=0.01)
+    assert large == pytest.approx(reference_sap(100 * z, f), abs=0.01)
+    assert small < 0.4 and large > small + 0.2
     assert dis.sap(z, f, continuous=True)["sap"] > 0.95
 
 
@@ -156,7 +166,7 @@ def test_sap_constant_is_zero():
 
 def test_sap_noise_near_zero():
     z, f = _arrays(noise, N_TRAIN, 1)
-    assert dis.sap(z, f)["sap"] < 0.05
+    assert dis.sap(100 * z, f)["sap"] < 0.05
     assert dis.sap(z, f, continuous=True)["sap"] < 0.01
 
 
@@ -198,6 +208,15 @@ def test_dci_constant(dci_scores):
     assert s["dci_informativeness"] == pytest.approx(CHANCE, abs=0.05)
 
 
+def test_dci_noise_is_near_zero_with_the_trees(dci_scores):
+    # a sparse linear predictor makes noise look disentangled (0.23); the trees spread their
+    # importance over every code, as disentanglement_lib's do
+    s = dci_scores["noise"]
+    assert s["dci_disentanglement"] < 0.05 and s["dci_completeness"] < 0.05
+    assert s["dci_informativeness"] == pytest.approx(CHANCE, abs=0.05)
+    assert s["dci_informativeness_train"] > s["dci_informativeness"] + 0.2  # trees overfit noise
+
+
 def test_dci_duplicated_factor_lowers_completeness_only(dci_scores):
     s = dci_scores["duplicated"]
     # factor 0 shared evenly by 2 of 4 codes: C_0 = 1 - log 2 / log 4 = 1/2, the others 1
@@ -212,7 +231,24 @@ def test_dci_rotation_lowers_disentanglement(dci_scores):
     expected = (2 * (1 - math.log(2) / math.log(3)) + 1) / 3
     assert s["dci_disentanglement"] == pytest.approx(expected, abs=0.05)
     assert s["dci_disentanglement"] < dci_scores["identity"]["dci_disentanglement"] - 0.3
-    assert s["dci_informativeness"] > 0.95  # the factors are still linearly decodable
+    assert s["dci_informativeness"] > 0.95  # the factors are still decodable
+    z_train, f_train = _arrays(rotated, N_DCI, 1)
+    z_test, f_test = _arrays(rotated, N_DCI // 2, 2)
+    importance, _, _ = dis.dci_importance(z_train, f_train, z_test, f_test)
+    assert s["dci_disentanglement"] == pytest.approx(dis.dci_disentanglement(importance), abs=1e-9)
+
+
+@pytest.mark.parametrize("rep", [identity, noise, rotated])
+def test_dci_sap_mig_equal_disentanglement_libs_definitions(rep):
+    z_train, f_train = _arrays(rep, 600, 1)
+    z_test, f_test = _arrays(rep, 300, 2)
+    want = reference_dci(z_train.T, f_train.T, z_test.T, f_test.T)
+    got = dis.dci(z_train, f_train, z_test, f_test)
+    for key in ("dci_disentanglement", "dci_completeness", "dci_informativeness"):
+        assert got[key] == pytest.approx(want[key], abs=0.01), key
+    z, f = 10 * z_train, f_train  # a scale at which SAP's SVMs separate something
+    assert dis.sap(z, f)["sap"] == pytest.approx(reference_sap(z, f), abs=0.01)
+    assert dis.mig(z, f)["mig"] == pytest.approx(reference_mig(z.T, f.T), abs=0.01)
 
 
 # ---------------------------------------------------------------- FactorVAE and BetaVAE
@@ -275,11 +311,67 @@ def test_scores_from_codes_identity_beats_constant_and_drops_constant_factors():
     factors = np.stack([rng.integers(0, n, 2000) for n in (4, 5, 6)] + [np.zeros(2000, int)], 1)
     factors[:, :3] += 10  # raw indices need not start at 0
     identity = factors[:, :3] + 0.01 * rng.standard_normal((2000, 3))
-    good = scores_from_codes(identity[:1000], factors[:1000], identity[1000:], factors[1000:])
+    good = scores_from_codes(identity[:1000], factors[:1000], identity[1000:], factors[1000:],
+                             max_dci_points=500)
     flat = np.zeros((2000, 3)) + 0.01 * rng.standard_normal((2000, 3))
-    bad = scores_from_codes(flat[:1000], factors[:1000], flat[1000:], factors[1000:])
+    bad = scores_from_codes(flat[:1000], factors[:1000], flat[1000:], factors[1000:],
+                            max_dci_points=500)
     assert set(good) == {"mig", "sap", "dci_disentanglement", "dci_completeness",
-                         "dci_informativeness", "factor_vae", "beta_vae"}
+                         "dci_informativeness", "dci_informativeness_train", "factor_vae",
+                         "beta_vae"}
     assert good["mig"] > 0.9 and good["dci_disentanglement"] > 0.9
     assert good["factor_vae"] > 0.9 and good["beta_vae"] > 0.9
     assert bad["mig"] < 0.05 and bad["dci_informativeness"] < 0.4 and bad["beta_vae"] < 0.5
+
+
+# ---------------------------------------------------------------- REFERENCE
+# disentanglement_lib's definitions, transcribed as they read there (mus and ys are
+# (num_codes or num_factors, num_points)), with its scikit-learn estimators.
+
+
+def reference_mig(mus, ys, num_bins=20):
+    discretized = np.zeros_like(mus, dtype=np.int64)
+    for i in range(mus.shape[0]):
+        discretized[i] = np.digitize(mus[i], np.histogram(mus[i], num_bins)[1][:-1])
+    m = np.array([[metrics.mutual_info_score(ys[j], discretized[i]) for j in range(ys.shape[0])]
+                  for i in range(mus.shape[0])])
+    entropy = np.array([metrics.mutual_info_score(ys[j], ys[j]) for j in range(ys.shape[0])])
+    sorted_m = np.sort(m, axis=0)[::-1]
+    return np.mean(np.divide(sorted_m[0] - sorted_m[1], entropy))
+
+
+def reference_sap(codes, factors, test_fraction=1 / 3):
+    """Its _compute_score_matrix on our fixed train/test split, then the top-two gap."""
+    order = np.random.default_rng(0).permutation(len(codes))  # the split dis.sap uses
+    n_test = int(round(len(codes) * test_fraction))
+    train, test = order[n_test:], order[:n_test]
+    mus, ys, mus_test, ys_test = codes[train].T, factors[train].T, codes[test].T, factors[test].T
+    score_matrix = np.zeros([mus.shape[0], ys.shape[0]])
+    for i in range(mus.shape[0]):
+        for j in range(ys.shape[0]):
+            classifier = svm.LinearSVC(C=0.01, class_weight="balanced", random_state=0)
+            classifier.fit(mus[i, :][:, np.newaxis], ys[j, :])
+            pred = classifier.predict(mus_test[i, :][:, np.newaxis])
+            score_matrix[i, j] = np.mean(pred == ys_test[j, :])
+    sorted_matrix = np.sort(score_matrix, axis=0)
+    return np.mean(sorted_matrix[-1, :] - sorted_matrix[-2, :])
+
+
+def reference_dci(x_train, y_train, x_test, y_test):
+    importance_matrix = np.zeros([x_train.shape[0], y_train.shape[0]])
+    test_loss = []
+    for i in range(y_train.shape[0]):
+        model = ensemble.GradientBoostingClassifier(random_state=0)
+        model.fit(x_train.T, y_train[i, :])
+        importance_matrix[:, i] = np.abs(model.feature_importances_)
+        test_loss.append(np.mean(model.predict(x_test.T) == y_test[i, :]))
+    per_code = 1. - scipy.stats.entropy(importance_matrix.T + 1e-11,
+                                        base=importance_matrix.shape[1])
+    code_importance = importance_matrix.sum(axis=1) / importance_matrix.sum()
+    per_factor = 1. - scipy.stats.entropy(importance_matrix + 1e-11,
+                                          base=importance_matrix.shape[0])
+    factor_importance = importance_matrix.sum(axis=0) / importance_matrix.sum()
+    return {"dci_disentanglement": np.sum(per_code * code_importance),
+            "dci_completeness": np.sum(per_factor * factor_importance),
+            "dci_informativeness": np.mean(test_loss)}
+

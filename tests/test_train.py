@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.scripts import FOLDERS, REPO, module, run, script, tiny
 
@@ -26,7 +27,7 @@ def comparable(metrics: dict) -> dict:
 
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_train_writes_a_complete_run_and_evaluate_reproduces_it(tmp_path, folder):
-    result = run(folder, tiny(tmp_path, "full"))
+    result = run(folder, tiny(tmp_path, "full", tensorboard=True))
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     assert run_dir == tmp_path / "runs" / "full"
@@ -64,6 +65,20 @@ def test_train_writes_a_complete_run_and_evaluate_reproduces_it(tmp_path, folder
             else:
                 assert group["lr"] == group["base_lr"], opt
 
+    # TensorBoard: every epoch's losses, the validation metrics and the pictures at each
+    # validation, matching metrics.csv
+    board = EventAccumulator(str(run_dir / "tensorboard"))
+    board.Reload()
+    assert [e.step for e in board.Scalars("train/recon")] == [1, 2, 3]
+    val = board.Scalars("val/cluster_acc@0.99")
+    assert [e.step for e in val] == [2, 3]
+    last_row = rows[-1].split(",")
+    header = rows[0].split(",")
+    assert val[-1].value == pytest.approx(float(last_row[header.index("val/cluster_acc@0.99")]),
+                                          abs=1e-6)
+    assert "val/rel_acc_data" in board.Tags()["scalars"]
+    assert [e.step for e in board.Images("relation_chains")] == [2, 3]
+
     again = run(folder, ["--evaluate", str(run_dir)])
     assert again.returncode == 0, again.stderr
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
@@ -75,8 +90,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, folder):
     assert reference.returncode == 0, reference.stderr
     expected = json.loads((tmp_path / "runs" / "reference" / "metrics.json").read_text())
 
+    # the killed run writes TensorBoard files too: they change no number
     proc = subprocess.Popen([sys.executable, str(script(folder)),
-                             *tiny(tmp_path, "killed", epochs=(1, 1))], cwd=REPO,
+                             *tiny(tmp_path, "killed", epochs=(1, 1), tensorboard=True)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     csv = tmp_path / "runs" / "killed" / "metrics.csv"
     deadline = time.time() + 240
@@ -99,14 +115,16 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, folder):
     assert epochs == ["epoch", "1", "2"]
 
 
-# Bad input every folder must refuse; then what only one dataset has.
+# Bad input every folder must refuse (a config key, and a budget its data cannot meet); then
+# what only one dataset has, and checks whose code every folder shares (tests/test_copies.py).
 BAD_INPUT = [(folder, override, needle) for folder in FOLDERS for override, needle in (
     ("model.zdim=4", "did you mean 'model.z_dim'"),
-    ("train.warmup_epochs=-1", "train.warmup_epochs"),
     ("data.labelled_per_entity=100000", "data.labelled_per_entity"),
-    ("data.path=/no/such/file", "does not exist"),
 )] + [
     ("dsprites", "model.z_dim=ten", "model.z_dim"),
+    ("dsprites", "train.warmup_epochs=-1", "train.warmup_epochs"),
+    ("dsprites", "data.path=/no/such/file", "does not exist"),
+    ("shapes3d", "data.path=/no/such/3dshapes.h5", "does not exist"),
     ("mpi3d", "data.variant=complex", "no procedural stand-in"),
     ("mpi3d", "data.variant=toys", "data.variant must be one of toy, realistic, real, complex"),
     ("mpi3d", "entities.bins.object_color=[[0],[6]]", "object_color"),
