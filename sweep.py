@@ -8,10 +8,18 @@
     python sweep.py dsprites --preset paper                   # every run from a config preset
 
 Each run is the real <dataset>/train.py with run.seed and data.labelled_per_entity set, in
-<out>/budget<B>-seed<S>/ (its log beside it). Finished runs are skipped and stopped ones
-resumed, so an interrupted sweep continues where it was, and machines sharing the output
-folder can split the runs with --shard. At the end: sweep.csv (one row per run), summary.json
-(mean and standard deviation over seeds) and sweep.png (each metric against the budget).
+<out>/budget<B>-seed<S>/ (its log beside it). Finished runs (their `finished` marker) are
+skipped and stopped ones resumed, so an interrupted sweep continues where it was.
+
+Several processes can share one output folder (a job array, machines on one file system):
+--shard i/n (or SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when --shard is absent) takes
+every n-th run of the whole (budget, seed) grid, sliced before anything is filtered, so shards
+started at any time agree on who owns what. Each run is claimed through a lock
+(<out>/.budget<B>-seed<S>.claim, then the run folder's own lock: common/runlog.py): a run
+that another live process holds is skipped and reported, never resumed beside it.
+
+At the end: sweep.csv (one row per finished run), summary.json (mean and standard deviation
+over seeds) and sweep.png (each metric against the budget).
 """
 
 import argparse
@@ -29,12 +37,14 @@ REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
 from common import plots  # noqa: E402
+from common.runlog import FINISHED, LOCK, FileLock  # noqa: E402
 
 DATASETS = sorted(path.parent.name for path in REPO.glob("*/train.py"))  # every dataset folder
 METRICS = ("test/cluster_acc@0.99", "test/cluster_accept@0.99", "test/rel_acc_latent",
            "test/rel_acc_data", "test/rel_acc_decoded", "test/component_acc_decoded",
            "test/mig", "test/dci_disentanglement")
 BAD_INPUT = 2  # train.py's exit code for a bad config: every other run would fail the same way
+SKIPPED = None  # execute()'s result for a run another process holds
 
 
 def run_name(budget: int, seed: int) -> str:
@@ -52,11 +62,40 @@ def command(dataset, out: Path, budget, seed, overrides, threads, preset=None) -
             *([f"run.threads={threads}"] if threads else []), *overrides]
 
 
-def execute(dataset, out, budget, seed, overrides, threads, preset) -> int:
-    log = out / f"{run_name(budget, seed)}.log"
-    with open(log, "a") as handle:
-        return subprocess.run(command(dataset, out, budget, seed, overrides, threads, preset),
-                              stdout=handle, stderr=subprocess.STDOUT, cwd=REPO).returncode
+def finished(out: Path, budget: int, seed: int) -> bool:
+    return (out / run_name(budget, seed) / FINISHED).is_file()
+
+
+def my_runs(budgets, seeds, shard: tuple[int, int]) -> list[tuple[int, int]]:
+    """This shard's (budget, seed) pairs: every n-th of the whole grid from the i-th, whatever
+    has finished, so every shard, started whenever, owns the same runs."""
+    index, count = shard
+    return [(b, s) for b in budgets for s in seeds][index::count]
+
+
+def execute(dataset, out, budget, seed, overrides, threads, preset, holders: dict) -> int | None:
+    """Train (or resume) one run unless another process holds it (then SKIPPED, and who holds
+    it in holders[name]); the train.py exit code otherwise."""
+    name = run_name(budget, seed)
+    claim = FileLock(out / f".{name}.claim")
+    holder = claim.acquire() or FileLock(out / name / LOCK).holder()
+    if holder is not None:
+        claim.release()
+        holders[name] = holder
+        return SKIPPED
+    try:
+        if finished(out, budget, seed):  # finished by another process since the plan was made
+            return 0
+        with open(out / f"{name}.log", "a") as handle:
+            code = subprocess.run(command(dataset, out, budget, seed, overrides, threads, preset),
+                                  stdout=handle, stderr=subprocess.STDOUT, cwd=REPO).returncode
+        holder = FileLock(out / name / LOCK).holder()
+        if code == BAD_INPUT and holder is not None:  # taken by hand between our check and it
+            holders[name] = holder
+            return SKIPPED
+        return code
+    finally:
+        claim.release()
 
 
 def collect(out: Path, seeds, budgets) -> list[dict]:
@@ -64,7 +103,7 @@ def collect(out: Path, seeds, budgets) -> list[dict]:
     for budget in budgets:
         for seed in seeds:
             path = out / run_name(budget, seed) / "metrics.json"
-            if path.exists():
+            if finished(out, budget, seed):
                 metrics = json.loads(path.read_text())
                 rows.append({"budget": budget, "seed": seed,
                              **{k: metrics.get(k) for k in METRICS}})
@@ -107,41 +146,66 @@ def parse_args(argv=None):
                         help="labelled images per entity")
     parser.add_argument("--out", type=Path, help="default: runs/sweep-<dataset>")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once on this machine")
-    parser.add_argument("--shard", default="1/1", help="i/n: run only the i-th of n shares")
+    parser.add_argument("--shard", help="i/n: run only the i-th of n shares of the grid "
+                        "(default: the SLURM array task's share, else everything)")
     parser.add_argument("--collect", action="store_true", help="only gather results and plot")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
-    try:
-        index, count = (int(v) for v in args.shard.split("/"))
-        assert 1 <= index <= count
-    except (ValueError, AssertionError):
-        parser.error(f"--shard must be i/n with 1 <= i <= n, got '{args.shard}'")
-    args.shard = (index - 1, count)
+    if args.shard is None:
+        args.shard = slurm_shard(parser)
+    else:
+        try:
+            index, count = (int(v) for v in args.shard.split("/"))
+            assert 1 <= index <= count
+        except (ValueError, AssertionError):
+            parser.error(f"--shard must be i/n with 1 <= i <= n, got '{args.shard}'")
+        args.shard = (index - 1, count)
+    if min(args.seeds) < 0 or max(args.seeds) >= 2**32:
+        parser.error(f"--seeds must be in [0, 2^32), got {args.seeds}")
+    if min(args.budgets) < 1:
+        parser.error(f"--budgets must be >= 1 labelled image per entity, got {args.budgets}")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
     return args
+
+
+def slurm_shard(parser) -> tuple[int, int]:
+    """(index, count) of this SLURM array task among the array's tasks; (0, 1) outside one."""
+    env = os.environ
+    if "SLURM_ARRAY_TASK_ID" not in env:
+        return 0, 1
+    try:
+        task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+        index = task - int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        assert 0 <= index < count
+    except (KeyError, ValueError, AssertionError):
+        parser.error("SLURM_ARRAY_TASK_ID/_COUNT/_MIN do not describe a task of a contiguous "
+                     "array (e.g. --array=0-3); pass --shard i/n instead")
+    return index, count
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = (args.out or REPO / "runs" / f"sweep-{args.dataset}").absolute()
     out.mkdir(parents=True, exist_ok=True)
-    todo = [(b, s) for b in args.budgets for s in args.seeds
-            if not (out / run_name(b, s) / "metrics.json").exists()]
-    todo = todo[args.shard[0]::args.shard[1]]
+    todo = [(b, s) for b, s in my_runs(args.budgets, args.seeds, args.shard)
+            if not finished(out, b, s)]
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
-    failed = []
+    failed, holders = [], {}
     if not args.collect and todo:
         with ThreadPoolExecutor(args.jobs) as pool, \
                 tqdm(total=len(todo), desc=f"sweep {args.dataset}", file=sys.stderr) as bar:
             futures = {pool.submit(execute, args.dataset, out, b, s, args.overrides, threads,
-                                   args.preset):
+                                   args.preset, holders):
                        (b, s) for b, s in todo}
             for future in as_completed(futures):
                 if future.cancelled():
                     continue
                 (b, s), code = futures[future], future.result()
                 bar.update()
-                if code != 0:
+                if code is SKIPPED:
+                    tqdm.write(f"{run_name(b, s)} skipped: in use by {holders[run_name(b, s)]}",
+                               file=sys.stderr)
+                elif code != 0:
                     failed.append((run_name(b, s), code))
                     tqdm.write(f"{run_name(b, s)} failed (exit {code}); see "
                                f"{out / run_name(b, s)}.log", file=sys.stderr)
@@ -155,6 +219,10 @@ def main(argv=None) -> int:
         for budget, stats in summarise(rows).get(metric, {}).items():
             print(f"{metric} budget {budget}: {stats['mean']:.3f} +- {stats['std']:.3f} "
                   f"({stats['n']} seeds)", file=sys.stderr)
+    if holders:
+        print(f"{len(holders)} run(s) skipped, held by other processes: "
+              + ", ".join(f"{name} ({who})" for name, who in sorted(holders.items()))
+              + "; run the sweep again once they end", file=sys.stderr)
     if failed:
         bad_input = any(code == BAD_INPUT for _, code in failed)
         print(f"error: {len(failed)} run(s) failed: {', '.join(n for n, _ in failed)}"

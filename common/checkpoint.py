@@ -7,6 +7,7 @@ numbers, strings, lists and dicts.
 """
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -55,7 +56,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         ) from None
 
 
+def _finite(data):
+    """NaN and infinities as null: JSON has no such numbers (json.dumps would write NaN)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def write_json(data, path) -> None:
-    """Atomically write pretty JSON."""
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    """Atomically write pretty, strict JSON (a non-finite number is written as null)."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
     atomic_write(Path(path), lambda handle: handle.write(text.encode()))

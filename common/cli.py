@@ -7,10 +7,13 @@ summary line it prints.
 """
 
 import argparse
+import signal
 import sys
 
 from common import distributed
-from common.errors import TrainingDiverged, UserError
+from common.errors import Preempted, TrainingDiverged, UserError
+
+PREEMPTED = 3  # exit code: stopped on SIGTERM/SIGUSR1 after writing a checkpoint
 
 SUMMARY_KEYS = ("test/cluster_acc@0.99", "test/cluster_accept@0.99", "test/rel_acc_latent",
                 "test/rel_accept_latent", "test/rel_acc_data", "test/rel_acc_decoded",
@@ -39,9 +42,27 @@ def print_summary(results: dict) -> None:
     print("  ".join(f"{k}={results[k]:.4g}" for k in SUMMARY_KEYS if k in results))
 
 
+class StopSignals:
+    """SIGTERM (how schedulers pre-empt, seconds before SIGKILL) and SIGUSR1 (which SLURM can
+    send ahead of the time limit, `--signal=USR1@120`) ask the run to stop at the next step
+    boundary, after a checkpoint, instead of dying mid-epoch. `received` names the signal."""
+
+    def __init__(self):
+        self.received = None
+
+    def install(self) -> "StopSignals":
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+
+
 def run(main) -> int:
     """Call main() with the exit codes the README promises: 0 done, 1 diverged or disk trouble
-    (the last checkpoint is intact), 2 bad input, 130 interrupted."""
+    (the last checkpoint is intact), 2 bad input, 3 pre-empted (a checkpoint was written),
+    130 interrupted."""
     try:
         code = main()
         distributed.shutdown()
@@ -49,6 +70,9 @@ def run(main) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Preempted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return PREEMPTED
     except TrainingDiverged as err:
         print(f"error: training diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ value. Mistakes raise UserError naming the key and, for typos, the nearest valid
 import copy
 import difflib
 import json
+import math
 
 from common.errors import UserError
 
@@ -93,7 +94,8 @@ def apply_overrides(defaults: dict, overrides: list[str]) -> dict:
 ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "eval.classifier_steps": 1500, "train.sup_loss": "nll",
               "data.labelled_mirror_prob": 0.0, "train.rel_codes": False,
-              "train.lr_decay_epochs": 0, "run.tensorboard": False}
+              "train.lr_decay_epochs": 0, "run.tensorboard": False,
+              "train.checkpoint_every_s": 0.0}
 
 
 def upgrade(cfg: dict) -> dict:
@@ -128,9 +130,31 @@ def check_types(cfg: dict, defaults: dict) -> None:
             )
 
 
+POSITIVE = math.ulp(0.0)  # a lowest value in check_ranges that means "> 0"
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> str:
+    return str(value) if is_int(value) else f"{value:g}"
+
+
+def check_ranges(cfg: dict, ranges: dict) -> None:
+    """Each dotted key of ranges {key: (lowest, highest)} holds a finite number in that range."""
+    flat = flatten(cfg)
+    for key, (low, high) in ranges.items():
+        value = flat[key]
+        if not (math.isfinite(value) and low <= value <= high):
+            lowest = "> 0" if low == POSITIVE else f">= {_number(low)}"
+            raise UserError(f"{key} must be {lowest} and <= {_number(high)}, got {value}")
+
+
 def validate_factors(cfg: dict, dataset: str, factor_names, factor_sizes) -> None:
-    """Every factor is either an entity factor (entities.bins) or a nuisance (data.nuisances)
-    with at least one valid value index."""
+    """Every factor is either an entity factor (entities.bins: lists of integer indices) or a
+    nuisance (data.nuisances: distinct integer indices, at least one); the relations are a
+    non-empty list of {name, factor, step, cyclic} with distinct names and integer steps."""
     bins, nuisances = cfg["entities"]["bins"], cfg["data"]["nuisances"]
     for name in list(bins) + list(nuisances):
         if name not in factor_names:
@@ -140,11 +164,42 @@ def validate_factors(cfg: dict, dataset: str, factor_names, factor_sizes) -> Non
             raise UserError(
                 f"factor '{name}' must appear exactly once: in entities.bins or data.nuisances"
             )
-        for idx in nuisances.get(name, []):
+        if name in bins and not (isinstance(bins[name], list) and all(
+                isinstance(b, list) and all(is_int(i) for i in b) for b in bins[name])):
+            raise UserError(f"entities.bins.{name} must be a list of bins, each a list of "
+                            f"integer indices (e.g. [[0, 1], [2]]), got {bins[name]}")
+        if name not in nuisances:
+            continue
+        values = nuisances[name]
+        if not values:
+            raise UserError(f"data.nuisances.{name} is empty; list at least one index")
+        for idx in values:
+            if not is_int(idx):
+                raise UserError(f"data.nuisances.{name} must list integer indices, got {idx!r}")
             if not 0 <= idx < size:
                 raise UserError(f"data.nuisances.{name} index {idx} is outside 0..{size - 1}")
-        if name in nuisances and not nuisances[name]:
-            raise UserError(f"data.nuisances.{name} is empty; list at least one index")
+        if len(set(values)) != len(values):  # a repeated index would repeat its images
+            raise UserError(f"data.nuisances.{name} lists an index twice: {values}")
+    _validate_relations(cfg["entities"]["relations"])
+
+
+def _validate_relations(relations) -> None:
+    keys = {"name": str, "factor": str, "step": int, "cyclic": bool}
+    if not isinstance(relations, list) or not relations:
+        raise UserError("entities.relations must list at least one relation, e.g. "
+                        '[{"name": "right", "factor": "posX", "step": 1, "cyclic": false}]')
+    names = []
+    for rel in relations:
+        if not isinstance(rel, dict) or set(rel) != set(keys) or not all(
+                isinstance(rel[k], t) and (t is bool or not isinstance(rel[k], bool))
+                for k, t in keys.items()):
+            raise UserError(f"each relation must be {{name: text, factor: text, step: integer, "
+                            f"cyclic: true/false}}, got {rel}")
+        if not rel["name"] or not 1 <= abs(rel["step"]) <= 1000:
+            raise UserError(f"relation {rel} needs a name and a step of 1..1000 bins either way")
+        names.append(rel["name"])
+    if len(set(names)) != len(names):
+        raise UserError(f"entities.relations has two relations of one name: {names}")
 
 
 def resolve(defaults: dict, presets: dict, preset: str | None, overrides: list[str]) -> dict:

@@ -31,6 +31,10 @@ def split_indices(n: int, fractions: list[float], seed: int) -> dict[str, np.nda
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
     parts = np.split(order, [n_train, n_train + n_val])
+    for name, part in zip(("train", "val", "test"), parts):
+        if len(part) == 0:
+            raise UserError(f"data.split={fractions} leaves the {name} split of these {n} images "
+                            "empty; give it a larger fraction")
     return {name: np.sort(part) for name, part in zip(("train", "val", "test"), parts)}
 
 

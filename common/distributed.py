@@ -58,6 +58,14 @@ class Group:
         dist.all_reduce(stacked)
         return dict(zip(keys, stacked / self.world))
 
+    def any(self, flags: list[bool], device) -> list[bool]:
+        """Each flag, true if it is true on any rank (one all-reduce; none alone)."""
+        if self.world == 1:
+            return flags
+        tensor = torch.tensor(flags, dtype=torch.float32, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in tensor.tolist()]
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()

@@ -10,3 +10,8 @@ class UserError(Exception):
 
 class TrainingDiverged(Exception):
     """A loss became NaN or infinite; the message names the loss, epoch and step."""
+
+
+class Preempted(Exception):
+    """SIGTERM or SIGUSR1 arrived: the run wrote a checkpoint at a step boundary and stops;
+    the message says where and how to continue."""

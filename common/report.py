@@ -60,6 +60,10 @@ def render(run_name: str, dataset: str, cfg: dict, results: dict, pictures: list
     lines += [f"{dataset}, {results.get('epochs', '?')} epochs, "
               f"{_fmt(results.get('wall_time_s', float('nan')))} s of training, "
               f"{budget[0]} labelled of {budget[1]} training images{share}.", ""]
+    total = cfg["train"]["warmup_epochs"] + cfg["train"]["relational_epochs"]
+    if results.get("epochs") != total:
+        lines += [f"**Partial**: the run stopped after epoch {results.get('epochs')} of "
+                  f"{total}; these numbers (metrics_partial.json) are not a finished run's.", ""]
 
     lines += ["| headline (test split) | value |", "|---|---|"]
     lines += [f"| {text} | {_fmt(results[f'test/{key}'])} |" for key, text in HEADLINE

@@ -4,15 +4,27 @@
         config.json      resolved config
         metrics.csv      one row per epoch, appended and fsynced line by line
         checkpoint.pt    latest state (atomic)
-        metrics.json     final metrics (flat keys)
+        metrics.json     final metrics (flat keys); metrics_partial.json for a stopped run
+        finished         written last, once metrics.json, pictures and report.md are whole
         *.png            pictures
+        .lock            the writer lock (below)
+
+One writer per run folder: a process that trains, resumes or evaluates a run holds an
+exclusive fcntl.flock on <run>/.lock for its whole life, and a second process stops at once
+naming the holder. The operating system drops the lock when its holder exits, however it
+exits (SIGKILL included), so a dead process never blocks. flock is advisory and local: on
+Linux NFS clients (kernel >= 2.6.12) it is carried out as an NFS byte-range lock, so it also
+holds between machines; Lustre needs the `flock` mount option and some FUSE file systems
+ignore it, in which case two machines are not kept apart.
 """
 
 import csv
+import fcntl
 import io
 import json
 import math
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -22,12 +34,62 @@ from common.errors import UserError
 CONFIG_FILE = "config.json"
 METRICS_CSV = "metrics.csv"
 METRICS_JSON = "metrics.json"
+METRICS_PARTIAL = "metrics_partial.json"  # --evaluate of a run stopped before its last epoch
 CHECKPOINT = "checkpoint.pt"
+FINISHED = "finished"
+LOCK = ".lock"
+
+
+class FileLock:
+    """An exclusive, non-blocking fcntl.flock on one file, held until release() or exit; the
+    file says who holds it ("PID 123 on host")."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._handle = None
+
+    def acquire(self) -> str | None:
+        """Take the lock: None when taken, else who holds it."""
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            return holder
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"PID {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._handle = handle
+        return None
+
+    def holder(self) -> str | None:
+        """Who holds the lock now (None: nobody), without keeping it."""
+        if not self.path.exists():
+            return None
+        holder = self.acquire()
+        self.release()
+        return holder
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file releases the flock
+            self._handle = None
 
 
 class RunFolder:
     def __init__(self, path):
         self.path = Path(path)
+        self.writer_lock = FileLock(self.path / LOCK)
+
+    def lock(self) -> None:
+        """Become this run's only writer for the rest of the process, or stop (UserError)."""
+        holder = self.writer_lock.acquire()
+        if holder is not None:
+            raise UserError(f"run folder '{self.path}' is in use by {holder}; wait for that "
+                            "process to end (or stop it), then try again")
 
     @classmethod
     def create(cls, root, dataset: str, name: str, config: dict) -> "RunFolder":
@@ -55,6 +117,7 @@ class RunFolder:
             else:
                 raise UserError(f"could not make a new run folder under {root}; set run.name")
         run = cls(path)
+        run.lock()
         write_json(config, run.path / CONFIG_FILE)
         return run
 
@@ -71,10 +134,15 @@ class RunFolder:
             leftover.unlink(missing_ok=True)
 
     def config(self) -> dict:
+        path = self.path / CONFIG_FILE
         try:
-            return json.loads((self.path / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"{self.path / CONFIG_FILE} is not valid JSON ({err})") from None
+            cfg = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{path} is not valid JSON ({err})") from None
+        if not isinstance(cfg, dict):
+            raise UserError(f"{path} holds a {type(cfg).__name__}, not a run's config; restore "
+                            "the file the run wrote")
+        return cfg
 
     @property
     def checkpoint(self) -> Path:
@@ -106,7 +174,11 @@ class RunFolder:
     def keep_metrics_through(self, epoch: int) -> None:
         """On resume: drop rows past the checkpoint's epoch (and any half-written last line)."""
         path = self.path / METRICS_CSV
-        rows = [r for r in self.read_metrics() if int(r["epoch"]) <= epoch]
+        try:
+            rows = [r for r in self.read_metrics() if int(r["epoch"]) <= epoch]
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error):
+            raise UserError(f"{path} is not a metrics file this code wrote (no readable epoch "
+                            "column); move it away to resume without the earlier rows") from None
         if not rows:
             path.unlink(missing_ok=True)
             return
@@ -116,8 +188,17 @@ class RunFolder:
         writer.writerows(rows)
         atomic_write(path, lambda handle: handle.write(buffer.getvalue().encode()))
 
-    def write_final_metrics(self, metrics: dict) -> None:
-        write_json(metrics, self.path / METRICS_JSON)
+    def write_final_metrics(self, metrics: dict, partial: bool = False) -> None:
+        write_json(metrics, self.path / (METRICS_PARTIAL if partial else METRICS_JSON))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run trained every epoch and wrote its final metrics and pictures."""
+        return (self.path / FINISHED).is_file()
+
+    def mark_finished(self, epochs: int) -> None:
+        write_json({"epochs": epochs, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
+                   self.path / FINISHED)
 
 
 def _csv_value(value):

@@ -9,6 +9,8 @@ epochs beat few values and many epochs: the labelled set (at most 10 % of the im
 with the data, and the encoder sees each object in more places.
 """
 
+import re
+
 from common import config as configlib
 from common.errors import UserError
 from mpi3d.dataset import FACTOR_NAMES, VARIANTS, factor_sizes
@@ -78,6 +80,9 @@ CONFIG = {
         "disc_lr": 1e-3,
         "rel_lr": 3e-3,
         "lr_decay_epochs": 4,  # every lr falls linearly to 0 over these last epochs; 0: constant
+        # a checkpoint inside the epoch every so many seconds (0: at epoch ends only), bounding
+        # what a SIGKILL loses in long epochs; SIGTERM/SIGUSR1 write one at the next step anyway
+        "checkpoint_every_s": 300.0,
         "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
         "adv_weight": 3.0,
         "sup_weight": 20.0,  # weight of the supervised term (sup_loss); 0 = paper
@@ -143,18 +148,33 @@ def validate(cfg: dict) -> None:
     validate_data(cfg)
 
 
+# Every number of the method's keys: (lowest, highest) allowed, NaN and infinity never;
+# configlib.POSITIVE as the lowest means "> 0". The upper bounds catch slips (a batch of 1e23
+# images, 1e9 samples) at start-up instead of hours into a run.
+RANGES = {
+    "run.seed": (0, 2**32 - 1),  # numpy's seed range
+    "run.threads": (0, 4096),
+    "run.eval_every": (1, 10**6),
+    "model.z_dim": (2, 4096),  # the latent-space picture needs two axes
+    "model.hidden": (1, 65536), "model.disc_hidden": (1, 65536), "model.rel_hidden": (1, 65536),
+    "train.warmup_epochs": (0, 10**6), "train.relational_epochs": (0, 10**6),
+    "train.lr_decay_epochs": (0, 10**6),
+    "train.batch_size": (1, 2**20), "train.labelled_batch_size": (1, 2**20),
+    "train.rel_batch_size": (1, 2**22), "train.rel_steps": (1, 1000),
+    "train.lr": (configlib.POSITIVE, 10.0), "train.disc_lr": (configlib.POSITIVE, 10.0),
+    "train.rel_lr": (configlib.POSITIVE, 10.0),
+    "train.adv_weight": (0.0, 1e38), "train.sup_weight": (0.0, 1e38),
+    "train.checkpoint_every_s": (0.0, 1e9),
+    "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
+    "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
+    "eval.q": (configlib.POSITIVE, 1.0), "eval.rel_samples": (1, 10**5),
+    "eval.classifier_steps": (1, 10**7),
+}
+
+
 def validate_method(cfg: dict) -> None:
     """The method's keys: run, model, prior, train and eval."""
-    train, model, prior, evaluation = cfg["train"], cfg["model"], cfg["prior"], cfg["eval"]
-    for key in ("warmup_epochs", "relational_epochs", "lr_decay_epochs"):
-        if train[key] < 0:
-            raise UserError(f"train.{key} must be >= 0, got {train[key]}")
-    for key in ("batch_size", "labelled_batch_size", "rel_batch_size", "rel_steps"):
-        if train[key] < 1:
-            raise UserError(f"train.{key} must be >= 1, got {train[key]}")
-    for key in ("lr", "disc_lr", "rel_lr"):
-        if train[key] <= 0:
-            raise UserError(f"train.{key} must be > 0, got {train[key]}")
+    configlib.check_ranges(cfg, RANGES)
     choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
                "train.sup_loss": ("nll", "nll+xent"),
                "train.rel_noise": ("independent", "matched"),
@@ -164,19 +184,17 @@ def validate_method(cfg: dict) -> None:
         if cfg[section][key] not in allowed:
             raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got "
                             f"'{cfg[section][key]}'")
-    for key in ("means_lr", "gm_cov"):
-        if prior[key] <= 0:
-            raise UserError(f"prior.{key} must be > 0, got {prior[key]}")
-    if not 0.0 <= prior["pooling"] <= 1.0:
-        raise UserError(f"prior.pooling must be in [0, 1], got {prior['pooling']}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg["run"]["device"]):
+        raise UserError(f"run.device must be auto, cpu, cuda or cuda:N, got "
+                        f"'{cfg['run']['device']}'")
     # model.Encoder halves 64 x 64 four times, one convolution per width
-    if model["z_dim"] < 1 or len(model["channels"]) != 4 or min(model["channels"]) < 1:
-        raise UserError("model.z_dim must be >= 1 and model.channels four positive widths")
-    if cfg["run"]["eval_every"] < 1:
-        raise UserError(f"run.eval_every must be >= 1, got {cfg['run']['eval_every']}")
-    for key in ("rel_samples", "classifier_steps"):
-        if evaluation[key] < 1:
-            raise UserError(f"eval.{key} must be >= 1, got {evaluation[key]}")
+    channels = cfg["model"]["channels"]
+    if len(channels) != 4 or not all(configlib.is_int(c) and 1 <= c <= 4096 for c in channels):
+        raise UserError(f"model.channels must be four widths in 1..4096, got {channels}")
+    qs = cfg["eval"]["qs"]
+    # metrics.csv, the progress line and the summary read the metrics at q = 0.99
+    if not all(isinstance(q, (int, float)) and 0 < q <= 1 for q in qs) or 0.99 not in qs:
+        raise UserError(f"eval.qs must be confidences in (0, 1] and include 0.99, got {qs}")
 
 
 def validate_data(cfg: dict) -> None:

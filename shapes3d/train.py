@@ -19,7 +19,7 @@ epoch, evaluation, checkpoints, the run, and main. The last line printed is the 
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -34,8 +34,8 @@ from common.augment import mirror
 from common.board import Board
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data import Data, batches, resolve_paths
-from common.errors import TrainingDiverged, UserError
-from common.runlog import RunFolder
+from common.errors import Preempted, TrainingDiverged, UserError
+from common.runlog import METRICS_PARTIAL, RunFolder
 from common.schedule import lr_factor
 from shapes3d import config, dataset, log, loss
 from shapes3d import model as networks
@@ -61,6 +61,12 @@ class State:
     amp: bool  # bf16 autocast in training forward passes
     epoch: int = 0  # epochs completed
     elapsed_s: float = 0.0  # training wall time over all sessions of this run
+    # the epoch in progress, when a checkpoint is written inside it (train.checkpoint_every_s
+    # or a stop signal): its batch order (flat), steps completed and loss sums so far
+    order: torch.Tensor | None = None
+    step: int = 0
+    sums: dict = field(default_factory=dict)
+    clock: float = 0.0  # perf_counter() since which training time is counted (not saved)
 
 
 def build_state(cfg: dict, data: Data, device, group=None) -> State:
@@ -253,26 +259,57 @@ def set_lr(state, factor: float) -> None:
             group["lr"] = factor * group.setdefault("base_lr", group["lr"])
 
 
-def train_epoch(state, data, cfg, phase: str) -> dict:
-    """One pass over the training images in the given phase; mean losses."""
+def count_time(state) -> None:
+    """Add the wall time since state.clock to state.elapsed_s (training only: validation and
+    checkpoints are not counted)."""
+    now = time.perf_counter()
+    state.elapsed_s += now - state.clock
+    state.clock = now
+
+
+def train_epoch(state, data, cfg, phase: str, run: RunFolder | None = None,
+                signals: cli.StopSignals | None = None) -> dict:
+    """One pass over the training images in the given phase (from state.step on when a
+    checkpoint stopped inside it); mean losses. Rank 0 (the one with a run folder) writes a
+    checkpoint inside the epoch every train.checkpoint_every_s seconds, and at the step
+    boundary after a stop signal, after which every rank raises Preempted."""
     step = warmup_step if phase == "warmup" else relational_step
     state.model.train()
-    sums = {}
-    order = batches(len(data.images["train"]), cfg["train"]["batch_size"],
-                    data.images["train"].device)
-    bar = tqdm(order, desc=f"epoch {state.epoch + 1} {phase}", leave=False, file=sys.stderr,
+    if state.order is None:  # a new epoch
+        state.order = torch.cat(batches(len(data.images["train"]), cfg["train"]["batch_size"],
+                                        data.images["train"].device))
+        state.step, state.sums = 0, {}
+    order = state.order.split(cfg["train"]["batch_size"])
+    every, saved = cfg["train"]["checkpoint_every_s"], time.perf_counter()
+    bar = tqdm(range(state.step, len(order)), initial=state.step, total=len(order),
+               desc=f"epoch {state.epoch + 1} {phase}", leave=False, file=sys.stderr,
                dynamic_ncols=True, disable=not sys.stderr.isatty())
-    for i, idx in enumerate(bar):
+    for i in bar:
         set_lr(state, lr_factor(cfg["train"], state.epoch + i / len(order)))
-        step_losses = {k: v.item() for k, v in state.group.mean(step(state, data, idx, cfg)).items()}
+        step_losses = {k: v.item() for k, v in
+                       state.group.mean(step(state, data, order[i], cfg)).items()}
         for name, value in step_losses.items():
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"{name} loss became {value} at epoch {state.epoch + 1}, step {i + 1}"
                 )
-            sums[name] = sums.get(name, 0.0) + value
+            state.sums[name] = state.sums.get(name, 0.0) + value
+        state.step = i + 1
         bar.set_postfix({k: f"{v:.3g}" for k, v in step_losses.items()}, refresh=False)
-    return {f"train/{k}": v / max(len(order), 1) for k, v in sums.items()}
+        stop, due = state.group.any([signals is not None and signals.received is not None,
+                                     every > 0 and time.perf_counter() - saved >= every],
+                                    state.device)
+        if (stop or due) and run is not None:
+            count_time(state)
+            save(state, run, cfg)
+            state.clock = saved = time.perf_counter()
+        if stop:
+            where = f"epoch {state.epoch + 1}, step {state.step} of {len(order)}"
+            raise Preempted(f"{signals.received or 'a stop signal'} at {where}: checkpoint "
+                            f"written; continue with --resume {run.path if run else 'RUN_DIR'}")
+    losses = {f"train/{k}": v / max(len(order), 1) for k, v in state.sums.items()}
+    state.order, state.step, state.sums = None, 0, {}
+    return losses
 
 
 CSV_KEYS = ("val/recon_loss", "val/cluster_acc@0.99", "val/cluster_accept@0.99",
@@ -336,11 +373,14 @@ def final_metrics(state, data, cfg) -> dict:
 
 def save(state, run: RunFolder, cfg) -> None:
     save_checkpoint({
-        "format": 1,
+        "format": 2,  # 2: the epoch in progress (order, step, sums) when saved inside one
         "dataset": DATASET,
         "epoch": state.epoch,
         "phase": phase_of(state.epoch, cfg),  # of the next epoch; informative, epoch decides
         "elapsed_s": state.elapsed_s,
+        "order": state.order,
+        "step": state.step,
+        "sums": state.sums,
         "model": state.model.state_dict(),
         "rel": state.rel.state_dict(),
         "prior": state.prior.state_dict(),
@@ -357,15 +397,23 @@ def restore(state, run: RunFolder, device) -> None:
     if ckpt.get("dataset", DATASET) != DATASET:
         raise UserError(f"{run.checkpoint} is a {ckpt['dataset']} run; use "
                         f"{ckpt['dataset']}/train.py to resume or evaluate it")
-    state.model.load_state_dict(ckpt["model"])
-    state.rel.load_state_dict(ckpt["rel"])
-    state.prior.load_state_dict(ckpt["prior"])
-    state.ae_opt.load_state_dict(ckpt["ae_opt"])
-    state.disc_opt.load_state_dict(ckpt["disc_opt"])
-    state.rel_opt.load_state_dict(ckpt["rel_opt"])
-    runtime.set_rng_state({k: v.cpu() if torch.is_tensor(v) else [s.cpu() for s in v]
-                           for k, v in ckpt["rng"].items()})
-    state.epoch, state.elapsed_s = ckpt["epoch"], ckpt["elapsed_s"]
+    try:
+        state.model.load_state_dict(ckpt["model"])
+        state.rel.load_state_dict(ckpt["rel"])
+        state.prior.load_state_dict(ckpt["prior"])
+        state.ae_opt.load_state_dict(ckpt["ae_opt"])
+        state.disc_opt.load_state_dict(ckpt["disc_opt"])
+        state.rel_opt.load_state_dict(ckpt["rel_opt"])
+        runtime.set_rng_state({k: v.cpu() if torch.is_tensor(v) else [s.cpu() for s in v]
+                               for k, v in ckpt["rng"].items()})
+        state.epoch, state.elapsed_s = int(ckpt["epoch"]), float(ckpt["elapsed_s"])
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise UserError(f"{run.checkpoint} does not fit the run's config.json "
+                        f"({type(err).__name__}: {detail}); it is another run's, or another "
+                        "version's") from None
+    state.order, state.step = ckpt.get("order"), ckpt.get("step", 0)  # format 1: none
+    state.sums = ckpt.get("sums", {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,18 +424,23 @@ def phase_of(epoch: int, cfg) -> str:
     return "warmup" if epoch < cfg["train"]["warmup_epochs"] else "relational"
 
 
-def train(state, data, cfg, run: RunFolder, board: Board | None = None) -> None:
+def total_epochs(cfg) -> int:
+    return cfg["train"]["warmup_epochs"] + cfg["train"]["relational_epochs"]
+
+
+def train(state, data, cfg, run: RunFolder | None, board: Board | None = None,
+          signals: cli.StopSignals | None = None) -> None:
     """Every remaining epoch: validate, log a CSV row, checkpoint and (with a board) write
-    TensorBoard scalars and pictures after each (rank 0)."""
-    total = cfg["train"]["warmup_epochs"] + cfg["train"]["relational_epochs"]
+    TensorBoard scalars and pictures after each (rank 0, the one with a run folder)."""
+    total = total_epochs(cfg)
     while state.epoch < total:
         phase = phase_of(state.epoch, cfg)
-        start = time.perf_counter()
+        state.clock = time.perf_counter()
         if phase == "relational" and not bool(state.prior.fitted):
             init_adaptive_prior(state, data, cfg)
-        train_losses = train_epoch(state, data, cfg, phase)
+        train_losses = train_epoch(state, data, cfg, phase, run, signals)
         state.epoch += 1
-        state.elapsed_s += time.perf_counter() - start
+        count_time(state)
         if not state.group.is_main:  # rank 0 alone evaluates and writes
             continue
         last = state.epoch == total
@@ -403,6 +456,9 @@ def train(state, data, cfg, run: RunFolder, board: Board | None = None) -> None:
         tqdm.write(progress_line(state, total, phase, train_losses, val), file=sys.stderr)
     if not bool(state.prior.fitted):  # relational_epochs=0: still fit the mixture to evaluate
         init_adaptive_prior(state, data, cfg)
+    if signals is not None and signals.received is not None:  # after the last step
+        raise Preempted(f"{signals.received} after the last epoch's checkpoint; the final "
+                        f"evaluation runs on --resume {run.path if run else 'RUN_DIR'}")
 
 
 def progress_line(state, total, phase, train_losses, val) -> str:
@@ -416,15 +472,24 @@ def progress_line(state, total, phase, train_losses, val) -> str:
 
 
 def finish(state, data, cfg, run: RunFolder) -> dict:
-    """Every final metric (metrics.json), every picture, and report.md."""
+    """Every final metric (metrics.json), every picture and report.md, then the `finished`
+    marker. A run stopped before its last epoch (--evaluate of it) gets metrics_partial.json
+    instead, and no marker: its numbers are never taken for a finished run's."""
     results = final_metrics(state, data, cfg)
     results["wall_time_s"] = state.elapsed_s
     results["epochs"] = state.epoch
     results["labelled_images"] = len(data.labelled)
     results["train_images"] = len(data.images["train"])
-    run.write_final_metrics(results)
+    done = state.epoch == total_epochs(cfg)
+    run.write_final_metrics(results, partial=not done)
     log.write_pictures(run, state.model, state.rel, state.prior, data, cfg, results)
     report.write(run, DATASET, cfg, results)
+    if done:
+        run.mark_finished(state.epoch)
+    else:
+        print(f"the run stopped after epoch {state.epoch} of {total_epochs(cfg)}: these are "
+              f"partial numbers, in {run.path / METRICS_PARTIAL}; continue it with --resume "
+              f"{run.path}", file=sys.stderr)
     return results
 
 
@@ -442,6 +507,7 @@ def main(argv=None) -> int:
     args = cli.parse_args(DATASET, config.PRESETS, argv)
     if args.evaluate:
         run = RunFolder.open(args.evaluate)
+        run.lock()
         cfg = saved_config(run)
         _, device = runtime.setup(cfg)
         data = dataset.load_data(cfg, device, REPO)
@@ -458,6 +524,8 @@ def main(argv=None) -> int:
         cfg = configlib.resolve(config.CONFIG, config.PRESETS, args.preset, args.overrides)
         config.validate(cfg)
     group, device = runtime.setup(cfg)
+    if args.resume and group.is_main:
+        run.lock()  # one writer per run folder (RunFolder.create locks a new one)
     data = dataset.load_data(cfg, device, REPO)  # data problems surface before any run folder
     state = build_state(cfg, data, device, group)
     if args.resume:
@@ -477,12 +545,14 @@ def main(argv=None) -> int:
         print(f"training forward passes in {'bf16 autocast' if state.amp else 'fp32'} "
               f"(train.amp={cfg['train']['amp']})", file=sys.stderr)
     board = Board(run.path) if group.is_main and cfg["run"]["tensorboard"] else None
-    train(state, data, cfg, run, board)
+    try:
+        train(state, data, cfg, run, board, cli.StopSignals().install())
+    finally:
+        if board is not None:
+            board.close()
     if not group.is_main:
         group.barrier()
         return 0
-    if board is not None:
-        board.close()
     cli.print_summary(finish(state, data, cfg, run))
     group.barrier()
     print(run.path)

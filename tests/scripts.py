@@ -28,7 +28,7 @@ def tiny(tmp_path, name, epochs=(1, 2), tensorboard=False) -> list[str]:
             f"run.tensorboard={str(tensorboard).lower()}"]
 
 
-def run(folder: str, args, **kwargs) -> subprocess.CompletedProcess:
+def run(folder: str, args, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """<folder>/train.py with these arguments, as a user runs it, from the repository root."""
     return subprocess.run([sys.executable, str(script(folder)), *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=300, **kwargs)
+                          text=True, cwd=REPO, timeout=timeout, **kwargs)

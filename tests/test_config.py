@@ -175,7 +175,7 @@ def test_check_types_accepts_defaults_and_json_round_trip():
 def test_check_types_extra_key():
     cfg = _edited()
     cfg["train"]["epochs"] = 5
-    with pytest.raises(UserError, match=r"unknown config key 'train.epochs'.*did you mean 'train\."):
+    ("train.lr_decay_epochs=-1", r"train.lr_decay_epochs must be >= 0 and <= 1000000"),
         configlib.check_types(cfg, CONFIG)
 
 
@@ -232,9 +232,9 @@ def test_validate_accepts_defaults(folder):
 
 # The method's keys are the same in every folder; each folder's validate must refuse these.
 METHOD_REJECTS = [
-    ("train.warmup_epochs=-1", r"train.warmup_epochs must be >= 0, got -1"),
+    ("train.warmup_epochs=-1", r"train.warmup_epochs must be >= 0 and <= 1000000, got -1"),
     ("train.relational_epochs=-3", r"train.relational_epochs must be >= 0"),
-    ("train.lr_decay_epochs=-1", r"train.lr_decay_epochs must be >= 0, got -1"),
+    ("train.lr_decay_epochs=-1", r"train.lr_decay_epochs must be >= 0 and <= 1000000, got -1"),
     ("train.batch_size=0", r"train.batch_size must be >= 1"),
     ("train.rel_lr=0", r"train.rel_lr must be > 0"),
     ("train.rel_loss=l1", r"train.rel_loss must be one of mse, nll, xent, got 'l1'"),
@@ -248,7 +248,66 @@ METHOD_REJECTS = [
     ("data.mask_size=65", r"data.mask_size"),
     ("run.eval_every=0", r"run.eval_every"),
     ("eval.rel_samples=0", r"eval.rel_samples"),
+    # NaN passes `<= 0` checks; every number is checked finite and in range at start-up
+    ("train.lr=nan", r"train.lr must be > 0 and <= 10, got nan"),
+    ("train.disc_lr=inf", r"train.disc_lr must be > 0"),
+    ("prior.gm_cov=nan", r"prior.gm_cov must be > 0"),
+    ("prior.gm_cov=1e300", r"prior.gm_cov must be > 0 and <= 1e\+06"),
+    ("prior.min_separation=nan", r"prior.min_separation"),
+    ("prior.means_lr=nan", r"prior.means_lr"),
+    ("train.sup_weight=nan", r"train.sup_weight must be >= 0"),
+    ("train.adv_weight=-1", r"train.adv_weight must be >= 0"),
+    ("train.checkpoint_every_s=nan", r"train.checkpoint_every_s"),
+    ("train.batch_size=100000000000000000000000", r"train.batch_size must be >= 1 and <= 1048576"),
+    ("eval.rel_samples=1000000000", r"eval.rel_samples must be >= 1 and <= 100000"),
+    ("eval.q=1.5", r"eval.q must be > 0 and <= 1"),
+    ("eval.q=nan", r"eval.q must be > 0"),
+    ("eval.q=0", r"eval.q must be > 0"),
+    ("eval.qs=[]", r"eval.qs must be confidences in \(0, 1\] and include 0.99"),
+    ("eval.qs=[0.5, 0.9]", r"include 0.99"),
+    ("eval.qs=[0.99, 1.5]", r"eval.qs"),
+    ("eval.qs=[0.99, NaN]", r"eval.qs"),
+    ("run.seed=-1", r"run.seed must be >= 0 and <= 4294967295, got -1"),
+    ("run.seed=4294967296", r"run.seed must be >= 0 and <= 4294967295"),
+    ("run.threads=-1", r"run.threads must be >= 0"),
+    ("run.device=meta", r"run.device must be auto, cpu, cuda or cuda:N, got 'meta'"),
+    ("model.z_dim=1", r"model.z_dim must be >= 2"),
+    ("model.z_dim=100000", r"model.z_dim must be >= 2 and <= 4096"),
+    ("model.hidden=0", r"model.hidden must be >= 1"),
+    ("model.disc_hidden=-5", r"model.disc_hidden must be >= 1"),
+    ("model.rel_hidden=-1", r"model.rel_hidden must be >= 1"),
+    ("entities.relations=[]", r"entities.relations must list at least one relation"),
+    ('entities.relations=[{"name": "x", "step": 1, "cyclic": true}]', r"each relation must be"),
+    ('entities.relations=[{"name": "x", "factor": "f", "step": "1", "cyclic": true}]',
+     r"each relation must be"),
+    ('entities.relations=[{"name": "x", "factor": "f", "step": 1.5, "cyclic": true}]',
+     r"each relation must be"),
+    ('entities.relations=[{"name": "x", "factor": "f", "step": 100000000000000000000, '
+     '"cyclic": true}]', r"a step of 1..1000 bins"),
+    ('entities.relations=[{"name": "x", "factor": "f", "step": 1, "cyclic": true}, '
+     '{"name": "x", "factor": "f", "step": -1, "cyclic": true}]', r"two relations of one name"),
 ]
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("bins", ["[0, 1, 2]", '[["a"]]', "[[0.5]]", "[[true]]"])
+def test_every_folder_refuses_bins_that_are_not_lists_of_integer_indices(folder, bins):
+    config = module(folder, "config")
+    name = next(iter(config.CONFIG["entities"]["bins"]))
+    cfg = configlib.apply_overrides(config.CONFIG, [f"entities.bins.{name}={bins}"])
+    with pytest.raises(UserError, match=rf"entities.bins.{name} must be a list of bins"):
+        config.validate(cfg)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("values,pattern", [("[2.5]", "must list integer indices, got 2.5"),
+                                            ("[0, 0]", "lists an index twice")])
+def test_every_folder_refuses_fractional_or_repeated_nuisance_indices(folder, values, pattern):
+    config = module(folder, "config")
+    name = next(iter(config.CONFIG["data"]["nuisances"]))
+    cfg = configlib.apply_overrides(config.CONFIG, [f"data.nuisances.{name}={values}"])
+    with pytest.raises(UserError, match=rf"data.nuisances.{name} {pattern}"):
+        config.validate(cfg)
 
 
 @pytest.mark.parametrize("folder", FOLDERS)

@@ -258,7 +258,7 @@ def test_keep_metrics_through_drops_half_written_line(tmp_path):
     assert text.endswith("\n")
     run.append_metrics(_row(4, 4.0))
     assert [int(r["epoch"]) for r in run.read_metrics()] == [1, 2, 3, 4]
-    assert sorted(os.listdir(run.path)) == ["config.json", "metrics.csv"]
+    assert sorted(os.listdir(run.path)) == [".lock", "config.json", "metrics.csv"]
 
 
 def test_read_metrics_skips_torn_last_line(tmp_path):
@@ -285,3 +285,18 @@ def test_final_metrics_json(tmp_path):
     run.write_final_metrics({"test/cluster_acc@0.99": 0.75, "epochs": 3})
     assert json.loads((run.path / runlog.METRICS_JSON).read_text()) == {
         "test/cluster_acc@0.99": 0.75, "epochs": 3}
+
+
+def test_run_folder_lock_names_its_holder_and_is_released_on_close(tmp_path):
+    run = RunFolder.create(tmp_path, "d", "r", CFG)  # locked by this process
+    other = RunFolder.open(run.path)
+    with pytest.raises(UserError, match=rf"in use by PID {os.getpid()} on "):
+        other.lock()  # a second open file description: refused, as another process would be
+    assert runlog.FileLock(run.path / runlog.LOCK).holder() == \
+        (run.path / runlog.LOCK).read_text().strip()
+    run.writer_lock.release()
+    assert runlog.FileLock(run.path / runlog.LOCK).holder() is None
+    other.lock()
+    assert not run.finished
+    run.mark_finished(3)
+    assert other.finished and json.loads((run.path / runlog.FINISHED).read_text())["epochs"] == 3

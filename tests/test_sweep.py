@@ -1,9 +1,11 @@
-"""The real sweep.py over the real dsprites/train.py: runs, skips finished runs, plots."""
+"""The real sweep.py over the real dsprites/train.py: runs, skips finished runs, plots; shares
+one output folder with another sweep without training a run twice."""
 
 import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.scripts import tiny
@@ -53,3 +55,43 @@ def test_sweep_stops_on_a_bad_config(tmp_path):
     assert "bad config" in result.stderr
     log = (tmp_path / "s" / "budget1-seed0.log").read_text()
     assert "train.batch_size" in log  # train.py named the nearest valid key
+
+
+def test_two_sweeps_on_one_folder_train_every_run_exactly_once(tmp_path):
+    out = tmp_path / "sweep"
+    overrides = [a for a in tiny(tmp_path, "unused", epochs=(0, 1))
+                 if not a.startswith(("run.root=", "run.name="))]
+    args = [sys.executable, str(REPO / "sweep.py"), "dsprites", "--seeds", "0", "1", "2",
+            "--budgets", "1", "--out", str(out), *overrides]
+    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.time() + 120
+    while not (out / "budget1-seed0" / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.05)  # the first sweep is training its first run
+    second = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    results = [proc.communicate(timeout=600) for proc in (first, second)]
+    assert first.returncode == second.returncode == 0, results
+    assert "budget1-seed0 skipped: in use by PID" in results[1][1]  # never resumed beside it
+    for seed in (0, 1, 2):
+        log = (out / f"budget1-seed{seed}.log").read_text()
+        assert log.count("run folder: ") == 1, log  # trained once, by one of the two
+        epochs = [line.split(",")[0] for line in
+                  (out / f"budget1-seed{seed}" / "metrics.csv").read_text().splitlines()]
+        assert epochs == ["epoch", "1"]
+        assert (out / f"budget1-seed{seed}" / "finished").is_file()
+
+
+def test_shards_own_the_same_runs_whatever_has_finished(monkeypatch):
+    sys.path.insert(0, str(REPO))
+    import sweep as sweep_module
+
+    grid = [(b, s) for b in (1, 5) for s in (0, 1, 2)]
+    shares = [sweep_module.my_runs((1, 5), (0, 1, 2), (i, 4)) for i in range(4)]
+    assert sorted(run for share in shares for run in share) == sorted(grid)  # each once
+    assert shares[1] == [(1, 1), (5, 2)]
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")  # --array=2-5: the second task
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert sweep_module.parse_args(["dsprites"]).shard == (1, 4)
+    assert sweep_module.parse_args(["dsprites", "--shard", "3/4"]).shard == (2, 4)

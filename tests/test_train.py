@@ -84,35 +84,117 @@ def test_train_writes_a_complete_run_and_evaluate_reproduces_it(tmp_path, folder
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
 
 
-@pytest.mark.parametrize("folder", FOLDERS)
-def test_killed_run_resumes_to_the_same_result(tmp_path, folder):
-    reference = run(folder, tiny(tmp_path, "reference", epochs=(1, 1)))
-    assert reference.returncode == 0, reference.stderr
-    expected = json.loads((tmp_path / "runs" / "reference" / "metrics.json").read_text())
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """reference(folder): metrics.json and metrics.csv of an uninterrupted tiny run (1, 1)."""
+    made = {}
 
-    # the killed run writes TensorBoard files too: they change no number
-    proc = subprocess.Popen([sys.executable, str(script(folder)),
-                             *tiny(tmp_path, "killed", epochs=(1, 1), tensorboard=True)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    csv = tmp_path / "runs" / "killed" / "metrics.csv"
-    deadline = time.time() + 240
+    def get(folder):
+        if folder not in made:
+            tmp = tmp_path_factory.mktemp(f"reference-{folder}")
+            result = run(folder, tiny(tmp, "reference", epochs=(1, 1)))
+            assert result.returncode == 0, result.stderr
+            made[folder] = comparable_run(tmp / "runs" / "reference")
+        return made[folder]
+    return get
+
+
+def comparable_run(run_dir: Path) -> tuple[dict, list[list[str]]]:
+    """metrics.json and metrics.csv without the wall times."""
+    lines = [line.split(",") for line in (run_dir / "metrics.csv").read_text().splitlines()]
+    wall = lines[0].index("wall_s")
+    return (comparable(json.loads((run_dir / "metrics.json").read_text())),
+            [row[:wall] + row[wall + 1:] for row in lines])
+
+
+def start(tmp_path, folder, name, *overrides) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(script(folder)),
+                             *tiny(tmp_path, name, epochs=(1, 1)), *overrides],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, proc, what: str, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if csv.exists() and len(csv.read_text().splitlines()) >= 2:  # epoch 1 done
-            break
+        if condition():
+            return
         time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    raise AssertionError(f"{what} did not happen while the run was alive (exit {proc.poll()})")
+
+
+def checkpoint_step(run_dir: Path) -> tuple[int, int]:
+    """(epochs completed, steps of the next) of the run's checkpoint; (-1, -1) before one."""
+    try:
+        ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return -1, -1
+    return ckpt["epoch"], ckpt["step"]
+
+
+def pause_inside_an_epoch(proc, run_dir: Path) -> tuple[int, int]:
+    """SIGSTOP the run at a moment its checkpoint lies inside an epoch; that (epoch, step)."""
+    while True:
+        wait_for(lambda: checkpoint_step(run_dir)[1] >= 1, proc, "a checkpoint inside an epoch")
+        os.kill(proc.pid, signal.SIGSTOP)
+        where = checkpoint_step(run_dir)
+        if where[1] >= 1:
+            return where
+        os.kill(proc.pid, signal.SIGCONT)  # an epoch ended meanwhile: try again
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_killed_run_refuses_a_second_writer_and_resumes_to_the_same_result(tmp_path, folder,
+                                                                          reference):
+    # A checkpoint after every step, so the SIGKILL lands inside an epoch and loses at most
+    # one step; the run writes TensorBoard files too: they change no number.
+    proc = start(tmp_path, folder, "killed", "train.checkpoint_every_s=1e-9",
+                 "run.tensorboard=true")
     run_dir = tmp_path / "runs" / "killed"
+    inside = pause_inside_an_epoch(proc, run_dir)  # paused, alive, holding the lock
+    second = run(folder, ["--resume", str(run_dir)], timeout=120)
+    assert second.returncode == 2, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"in use by PID {proc.pid} on " in lines[0], lines
+    proc.kill()  # SIGKILL: the operating system drops the dead holder's lock
+    proc.wait()
+    assert checkpoint_step(run_dir) == inside
     assert not (run_dir / "metrics.json").exists()
 
     resumed = run(folder, ["--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
     assert Path(resumed.stdout.strip().splitlines()[-1]) == run_dir
-    got = json.loads((run_dir / "metrics.json").read_text())
-    assert comparable(got) == comparable(expected)
-    epochs = [line.split(",")[0] for line in (run_dir / "metrics.csv").read_text().splitlines()]
-    assert epochs == ["epoch", "1", "2"]
+    assert (run_dir / "finished").is_file()
+    assert comparable_run(run_dir) == reference(folder)  # bit for bit, every epoch's row
+
+
+def test_sigterm_checkpoints_inside_the_epoch_and_evaluate_says_the_run_is_partial(tmp_path,
+                                                                                 reference):
+    proc = start(tmp_path, "dsprites", "stopped")
+    run_dir = tmp_path / "runs" / "stopped"
+    csv = run_dir / "metrics.csv"
+    wait_for(lambda: csv.exists() and len(csv.read_text().splitlines()) >= 2, proc,
+             "the first epoch")  # SIGTERM now lands in epoch 2
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: SIGTERM at epoch 2, step ") and \
+        f"--resume {run_dir}" in last, last
+    epoch, step = checkpoint_step(run_dir)
+    assert epoch == 1 and step >= 1  # inside epoch 2
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "finished").exists()
+
+    partial = run("dsprites", ["--evaluate", str(run_dir)])
+    assert partial.returncode == 0, partial.stderr
+    assert "stopped after epoch 1 of 2" in partial.stderr
+    assert json.loads((run_dir / "metrics_partial.json").read_text())["epochs"] == 1
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "finished").exists()
+    assert "**Partial**" in (run_dir / "report.md").read_text()
+
+    resumed = run("dsprites", ["--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run_dir / "finished").is_file()
+    assert comparable_run(run_dir) == reference("dsprites")
 
 
 # Bad input every folder must refuse (a config key, and a budget its data cannot meet); then
@@ -130,6 +212,8 @@ BAD_INPUT = [(folder, override, needle) for folder in FOLDERS for override, need
     ("mpi3d", "entities.bins.object_color=[[0],[6]]", "object_color"),
     ("shapes3d", "data.nuisances.floor_hue=[10]", "data.nuisances.floor_hue index 10"),
     ("shapes3d", "train.rel_loss=l2", "train.rel_loss must be one of mse, nll, xent"),
+    ("dsprites", "train.lr=nan", "train.lr must be > 0"),
+    ("dsprites", "data.split=[1.0, 0.0, 0.0]", "leaves the val split"),  # known from the data
 ]
 
 
@@ -198,3 +282,71 @@ def test_gpu_path_switches_bf16_and_compile_run_and_checkpoint_portably(tmp_path
     assert 0 < metrics["test/recon_loss"] < 5000
     keys = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"].keys()
     assert not any("_orig_mod" in k for k in keys)  # loads into an uncompiled model
+
+
+def foreign_run(tmp_path, capsys):
+    """A tiny dSprites run folder with no checkpoint yet, and a function that resumes it
+    in-process (the same main() the script runs) and returns (exit code, stderr lines)."""
+    train, configlib = module("dsprites", "train"), module("common", "config")
+    config = module("dsprites", "config")
+    cfg = configlib.resolve(config.CONFIG, config.PRESETS, "tiny",
+                            [a for a in tiny(tmp_path, "x")[2:] if not a.startswith("run.name")])
+    run_dir = tmp_path / "foreign"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+
+    def resume():
+        capsys.readouterr()
+        code = module("common", "cli").run(lambda: train.main(["--resume", str(run_dir)]))
+        return code, capsys.readouterr().err.strip().splitlines()
+    return run_dir, cfg, resume
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("[1, 2]", "holds a list, not a run's config"),
+    ("null", "holds a NoneType"),
+    (b"\x80\x81binary", "is not valid JSON"),
+    ("{\"run\": ", "is not valid JSON"),
+])
+def test_hand_edited_config_json_is_refused_in_one_line(tmp_path, capsys, content, needle):
+    run_dir, _, resume = foreign_run(tmp_path, capsys)
+    path = run_dir / "config.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    code, lines = resume()
+    assert code == 2 and len(lines) == 1 and needle in lines[0], lines
+
+
+def test_foreign_run_files_are_refused_in_one_line(tmp_path, capsys):
+    run_dir, cfg, resume = foreign_run(tmp_path, capsys)
+    edited = json.loads(json.dumps(cfg))
+    edited["train"]["lr"] = float("nan")  # json writes NaN, which Python's json reads back
+    (run_dir / "config.json").write_text(json.dumps(edited))
+    code, lines = resume()
+    assert code == 2 and lines == ["error: train.lr must be > 0 and <= 10, got nan"], lines
+
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    (run_dir / "metrics.csv").write_text("who,what\n1,2\n")
+    code, lines = resume()
+    assert code == 2 and len(lines) == 1 and "not a metrics file this code wrote" in lines[0]
+    (run_dir / "metrics.csv").unlink()
+
+    torch.save({"format": 2, "dataset": "dsprites", "hello": 1}, run_dir / "checkpoint.pt")
+    code, lines = resume()  # a torch file that is not a checkpoint of ours
+    assert code == 2 and len(lines) == 1 and "does not fit the run's config.json" in lines[0]
+
+    other = json.loads(json.dumps(cfg))
+    other["model"]["z_dim"] = cfg["model"]["z_dim"] + 2  # a checkpoint of another architecture
+    train = module("dsprites", "train")
+    data = module("dsprites", "dataset").load_data(other, "cpu", REPO)
+    runlog = module("common", "runlog")
+    train.save(train.build_state(other, data, "cpu"), runlog.RunFolder(run_dir), other)
+    code, lines = resume()
+    assert code == 2 and len(lines) == 1 and "does not fit the run's config.json" in lines[0]
+    assert "size mismatch" in lines[0], lines
+
+
+def test_metrics_json_holds_strict_json(tmp_path):
+    from common.checkpoint import write_json
+    write_json({"a": float("inf"), "b": [float("nan"), 1.0]}, tmp_path / "m.json")
+    assert (tmp_path / "m.json").read_text().replace(" ", "").replace("\n", "") == \
+        '{"a":null,"b":[null,1.0]}'
