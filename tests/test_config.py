@@ -175,7 +175,7 @@ def test_check_types_accepts_defaults_and_json_round_trip():
 def test_check_types_extra_key():
     cfg = _edited()
     cfg["train"]["epochs"] = 5
-    ("train.lr_decay_epochs=-1", r"train.lr_decay_epochs must be >= 0 and <= 1000000"),
+    with pytest.raises(UserError, match=r"unknown config key 'train.epochs'.*did you mean 'train\."):
         configlib.check_types(cfg, CONFIG)
 
 
