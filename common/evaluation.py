@@ -19,6 +19,10 @@ from common import classifier, disentanglement, gmm, metrics
 from common.data import Data
 
 COMPONENT_SAMPLES = 50  # decoded samples per mixture component
+# test images the decoded relation metrics read (a seeded subset of larger splits): each
+# relation decodes and classifies them all, and an accuracy over 2,000 pictures has a standard
+# error of at most 0.011, well under the differences the metrics are read for
+DECODED_IMAGES = 2000
 
 
 @torch.no_grad()
@@ -63,8 +67,9 @@ def factor_classifier(data: Data, nuisances: dict, cache_dir, dataset: str, step
 
 @torch.no_grad()
 def decoded(z, data: Data, decode: Callable, move: Callable, table, component_codes, clf,
-            heads, clf_acc: dict) -> dict:
-    """What the decoded pictures show, read by the factor classifier, on the test split.
+            heads, clf_acc: dict, seed: int = 0, max_images: int = DECODED_IMAGES) -> dict:
+    """What the decoded pictures show, read by the factor classifier, on the test split (at
+    most max_images of it, a subset drawn with `seed`).
 
     z: test codes; decode(codes) -> pictures in [0, 1]; move(codes, relation ids) -> codes;
     component_codes: samples of every component in order (component_samples).
@@ -83,6 +88,10 @@ def decoded(z, data: Data, decode: Callable, move: Callable, table, component_co
     space, labels = data.space, data.entities["test"]
     truth = classifier.targets(data, "test", heads)
     keep = classifier.reliable_nuisances(heads, clf_acc)
+    if len(z) > max_images:
+        generator = torch.Generator().manual_seed(seed)
+        pick = torch.randperm(len(z), generator=generator)[:max_images].sort().values
+        z, labels, truth = (t[pick.to(t.device)] for t in (z, labels, truth))
 
     def read(codes):  # codes -> (predicted entity, predicted classes of every head)
         pred = clf.predict(decode(codes))

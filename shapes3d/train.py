@@ -329,10 +329,11 @@ def csv_row(state, phase, train_losses, val) -> dict:
 
 
 @torch.no_grad()
-def evaluate(state, data, cfg, split: str) -> dict:
-    """Reconstruction, clustering and relation metrics in latent space on one split."""
+def evaluate(state, data, cfg, split: str, z=None) -> dict:
+    """Reconstruction, clustering and relation metrics in latent space on one split (z: its
+    codes, when the caller has them)."""
     model, rel, prior = state.model.eval(), state.rel.eval(), state.prior
-    z = evaluation.encode(model.encoder, data, split)
+    z = evaluation.encode(model.encoder, data, split) if z is None else z
     recon = sum(float(loss.reconstruction(model.decoder(part), x)) * len(part)
                 for part, x in zip(z.split(1024), data.chunks(split)))
     out = {"recon_loss": recon / max(len(z), 1)}
@@ -348,22 +349,23 @@ def evaluate(state, data, cfg, split: str) -> dict:
 
 def final_metrics(state, data, cfg) -> dict:
     """Every metric of a finished run: test split (latent, decoded, literature), then val."""
-    results = evaluate(state, data, cfg, "test")
     model, rel, prior = state.model.eval(), state.rel.eval(), state.prior
+    z = {split: evaluation.encode(model.encoder, data, split) for split in ("val", "test")}
+    results = evaluate(state, data, cfg, "test", z["test"])
+    model, rel = state.model.eval(), state.rel.eval()
     _, cache_dir = resolve_paths(cfg, REPO)
     clf, heads, clf_acc, entries = evaluation.factor_classifier(
         data, cfg["data"]["nuisances"], cache_dir, DATASET, cfg["eval"]["classifier_steps"])
     results.update(entries)
-    z = {split: evaluation.encode(model.encoder, data, split) for split in ("val", "test")}
     samples = evaluation.component_samples(prior.means.detach(), prior.chol, cfg["run"]["seed"])
     decoded = evaluation.decoded(z["test"], data, model.decode_images, rel, state.table,
-                                 samples, clf, heads, clf_acc)
+                                 samples, clf, heads, clf_acc, seed=cfg["run"]["seed"])
     results.update({f"test/{k}": v for k, v in decoded.items()})
     scores = evaluation.literature(z["val"], data.classes["val"], z["test"], data.classes["test"])
     results.update({f"test/{k}": v for k, v in scores.items()})
     model.train()
     rel.train()
-    results.update(evaluate(state, data, cfg, "val"))
+    results.update(evaluate(state, data, cfg, "val", z["val"]))
     return results
 
 

@@ -100,15 +100,16 @@ class OraclePrior:
         return torch.tensor(classes, dtype=torch.float)
 
 
-def read_oracle(data, cfg, clf, heads, acc, identity=False):
+def read_oracle(data, cfg, clf, heads, acc, identity=False, decode=None, **kwargs):
     """evaluation.decoded on the oracle: its codes, decoder, ReL and component samples."""
     model, prior = OracleAE(data), OraclePrior(data.space, cfg["data"]["nuisances"])
     z = evaluation.encode(model.encoder, data, "test")
     components = torch.arange(data.space.num_entities).repeat_interleave(
         evaluation.COMPONENT_SAMPLES)
-    return evaluation.decoded(z, data, model.decode_images, OracleReL(data.space, identity),
+    return evaluation.decoded(z, data, decode or model.decode_images,
+                              OracleReL(data.space, identity),
                               torch.as_tensor(data.space.table), prior.sample(components), clf,
-                              heads, acc)
+                              heads, acc, **kwargs)
 
 
 def test_classifier_reads_real_pictures_and_says_which_nuisances_it_can_tell(tiny):
@@ -149,6 +150,23 @@ def test_oracle_scores_one_and_identity_rel_scores_zero(tiny):
     assert frozen["rel_acc_decoded"] <= 0.03
     # the pictures themselves are unchanged, so every nuisance is kept
     assert frozen["rel_nuisance_kept_decoded"] >= 0.9
+
+
+def test_decoded_metrics_read_a_seeded_subset_of_a_large_test_split(tiny):
+    cfg, data, clf, heads, acc = tiny
+    decoded_sizes = []
+
+    def decode(codes):
+        decoded_sizes.append(len(codes))
+        return OracleAE(data).decode_images(codes)
+
+    n_test, relations = len(data.entities["test"]), len(data.space.relation_names)
+    few = read_oracle(data, cfg, clf, heads, acc, decode=decode, seed=3, max_images=n_test // 3)
+    samples = data.space.num_entities * evaluation.COMPONENT_SAMPLES
+    assert decoded_sizes == [n_test // 3] * (1 + relations) + [samples]
+    assert few["rel_acc_decoded"] >= 0.97  # the oracle on any subset
+    again = read_oracle(data, cfg, clf, heads, acc, seed=3, max_images=n_test // 3)
+    assert again == few  # the seed fixes the subset
 
 
 def test_entity_of_is_the_mixed_radix_of_the_entity_heads():
