@@ -94,7 +94,7 @@ def run_with_fault(tmp_path, point, after, args):
 WARMUP_CALLS, RELATIONAL_CALLS = 8 * 2, 8 * 4
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])  # and tests/test_train.py kills inside epochs
 def test_random_kills_in_every_phase_lose_nothing(tmp_path, reference, seed):
     rng = random.Random(seed)
     run_dir = tmp_path / "runs" / "victim"
