@@ -4,6 +4,7 @@ folders are found by `*/train.py`, so a new one is tested without editing this f
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.scripts import FOLDERS, REPO, module, run, script, tiny
+from tests.test_config import METHOD_REJECTS
 
 PICTURES = ("training_curves.png", "latent_space.png", "traversals.png", "relation_chains.png",
             "component_samples.png", "accuracy_vs_q.png")
@@ -232,8 +234,20 @@ def test_bad_input_stops_at_once_with_one_clear_line(tmp_path, capsys, folder, o
 
 
 # ---------------------------------------------------------------- one folder suffices
-# The loop, checkpointing and command line are the same code in every folder
+# The loop, checkpointing, command line and method checks are the same code in every folder
 # (tests/test_copies.py), so what follows runs on dSprites, the fastest.
+
+
+@pytest.mark.parametrize("override, pattern", METHOD_REJECTS)
+def test_every_bad_method_value_stops_before_a_run_folder(tmp_path, capsys, override, pattern):
+    main = module("dsprites", "train").main
+    code = module("common", "cli").run(lambda: main([*tiny(tmp_path, "bad"), override]))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and re.search(pattern, lines[0]), lines
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- more of one folder
 
 
 def test_wrong_file_layout_is_refused(tmp_path):
