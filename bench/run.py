@@ -6,11 +6,13 @@
 
 Measures, on the default config (or the overrides): images/s of a warm-up step and of a
 relational step, ReL examples/s, evaluation time, the model's FLOPs per training image, the
-achieved fraction of the device's measured matmul peak, how the cost of a relation batch
+achieved fraction of the device's measured matmul peak in the precision the training runs in
+(`flop_fraction`, against the bf16 peak when bf16 autocast is on: `peak_precision`) and of
+its fp32 peak (`flop_fraction_fp32`), how the cost of a relation batch
 scales from 64 to 4096 examples (1x would mean a per-example Python loop was absent and the
 work were free; a loop would show ~64x), peak memory and, with --time-to-acc, the wall time of
 a full default run until validation clustering accuracy at q=0.99 first reaches 0.95.
-Prints a table and writes flat JSON.
+Prints a table and writes flat JSON, with the commit it was measured at.
 """
 
 import argparse
@@ -51,10 +53,9 @@ def timed(fn, device, steps: int, warmup: int = 3) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def matmul_peak_flops(device) -> float:
-    """Best FLOP/s of a large square matmul (fp32 on CPU, bf16 on CUDA)."""
+def matmul_peak_flops(device, dtype) -> float:
+    """Best FLOP/s of a large square matmul in this dtype."""
     n = 2048 if device.type == "cpu" else 8192
-    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     seconds = min(timed(lambda: a @ b, device, steps=5, warmup=2) for _ in range(3))
@@ -106,7 +107,10 @@ def main():
     space = data.space
     batch_size, rel_batch_size = cfg["train"]["batch_size"], cfg["train"]["rel_batch_size"]
 
-    results = {"dataset": args.dataset, "device": str(device), "torch": torch.__version__,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=REPO).stdout.strip() or "unknown"
+    results = {"dataset": args.dataset, "commit": commit, "device": str(device),
+               "torch": torch.__version__,
                "threads": torch.get_num_threads(), "batch_size": batch_size}
     warmup_s = timed(lambda: train.warmup_step(state, data, batch, cfg), device, args.steps)
     results["warmup_img_s"] = batch_size / warmup_s
@@ -136,10 +140,17 @@ def main():
     sync(device)
     results["eval_s"] = time.perf_counter() - start
 
-    peak = matmul_peak_flops(device)
-    results["matmul_peak_gflops"] = peak / 1e9
-    results["achieved_gflops"] = results["warmup_flops_per_img"] * results["warmup_img_s"] / 1e9
-    results["flop_fraction"] = results["achieved_gflops"] * 1e9 / peak
+    # like with like: the training's FLOP/s against the peak of the precision it runs in
+    peaks = {"fp32": matmul_peak_flops(device, torch.float32)}
+    if state.amp:
+        peaks["bf16"] = matmul_peak_flops(device, torch.bfloat16)
+    results["peak_precision"] = "bf16" if state.amp else "fp32"
+    for precision, peak in peaks.items():
+        results[f"matmul_peak_gflops_{precision}"] = peak / 1e9
+    achieved = results["warmup_flops_per_img"] * results["warmup_img_s"]
+    results["achieved_gflops"] = achieved / 1e9
+    results["flop_fraction"] = achieved / peaks[results["peak_precision"]]
+    results["flop_fraction_fp32"] = achieved / peaks["fp32"]
     if device.type == "cuda":
         results["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
