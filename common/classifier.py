@@ -28,7 +28,7 @@ from tqdm import tqdm
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data import Data, batches
 
-VERSION = 3  # 3: batch normalisation after every convolution
+VERSION = 4  # 4: initial weights from settings["seed"] too, not from the caller's RNG state
 SETTINGS = {"steps": 1500, "batch_size": 64, "lr": 1e-3, "channels": [16, 32, 32, 32],
             "hidden": 128, "seed": 0}
 # A nuisance factor counts in "unchanged nuisances" only when the classifier reads it this well
@@ -134,13 +134,16 @@ def load_or_train(data: Data, nuisances: dict, cache_dir: Path, name: str,
     heads = heads_of(data, nuisances)
     path = Path(cache_dir) / "classifiers" / f"{name}-{_fingerprint(data, heads, settings)}.pt"
     device = data.images["train"].device
-    clf = FactorClassifier(data.channels, [len(h.members) for h in heads], settings["channels"],
-                           settings["hidden"]).to(device)
-    if path.exists():
-        saved = load_checkpoint(path, map_location=device)
-        clf.load_state_dict(saved["weights"])
-        return clf.eval(), heads, saved["test_accuracy"]
+    # seeded here, so the instrument is the same whichever process trains it (a finished run,
+    # or --evaluate of a stopped one), and the caller's random state is left as it was
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(settings["seed"])
+        clf = FactorClassifier(data.channels, [len(h.members) for h in heads],
+                               settings["channels"], settings["hidden"]).to(device)
+        if path.exists():
+            saved = load_checkpoint(path, map_location=device)
+            clf.load_state_dict(saved["weights"])
+            return clf.eval(), heads, saved["test_accuracy"]
         _train(clf, data, heads, settings)
     test_acc = accuracy(clf, data, "test", heads)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -266,12 +266,34 @@ def count_time(state) -> None:
     state.clock = now
 
 
+# Step losses stay on the device and are read back CHECK_EVERY steps at a time: reading each
+# loss every step (.item()) makes the host wait for the GPU's queue to drain, every step.
+CHECK_EVERY = 25
+
+
+def add_losses(state, window: list[dict], first_step: int) -> dict:
+    """Read a window of steps' losses back in one transfer, stop at the first non-finite one
+    (naming its loss, epoch and step), and add them to state.sums in order; the last step's
+    losses (for the progress bar)."""
+    names = list(window[0])
+    rows = torch.stack([torch.stack([losses[k] for k in names]) for losses in window]).tolist()
+    for offset, row in enumerate(rows):
+        for name, value in zip(names, row):
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{name} loss became {value} at epoch "
+                                       f"{state.epoch + 1}, step {first_step + offset + 1}")
+            state.sums[name] = state.sums.get(name, 0.0) + value
+    window.clear()
+    return dict(zip(names, rows[-1]))
+
+
 def train_epoch(state, data, cfg, phase: str, run: RunFolder | None = None,
                 signals: cli.StopSignals | None = None) -> dict:
     """One pass over the training images in the given phase (from state.step on when a
     checkpoint stopped inside it); mean losses. Rank 0 (the one with a run folder) writes a
     checkpoint inside the epoch every train.checkpoint_every_s seconds, and at the step
-    boundary after a stop signal, after which every rank raises Preempted."""
+    boundary after a stop signal, after which every rank raises Preempted. Losses are checked
+    finite before any checkpoint, so none holds a diverged model."""
     step = warmup_step if phase == "warmup" else relational_step
     state.model.train()
     if state.order is None:  # a new epoch
@@ -280,24 +302,21 @@ def train_epoch(state, data, cfg, phase: str, run: RunFolder | None = None,
         state.step, state.sums = 0, {}
     order = state.order.split(cfg["train"]["batch_size"])
     every, saved = cfg["train"]["checkpoint_every_s"], time.perf_counter()
+    window = []  # the unread steps' losses, state.step - len(window) onwards
     bar = tqdm(range(state.step, len(order)), initial=state.step, total=len(order),
                desc=f"epoch {state.epoch + 1} {phase}", leave=False, file=sys.stderr,
                dynamic_ncols=True, disable=not sys.stderr.isatty())
     for i in bar:
         set_lr(state, lr_factor(cfg["train"], state.epoch + i / len(order)))
-        step_losses = {k: v.item() for k, v in
-                       state.group.mean(step(state, data, order[i], cfg)).items()}
-        for name, value in step_losses.items():
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"{name} loss became {value} at epoch {state.epoch + 1}, step {i + 1}"
-                )
-            state.sums[name] = state.sums.get(name, 0.0) + value
+        losses = state.group.mean(step(state, data, order[i], cfg))
+        window.append({k: v.detach().float() for k, v in losses.items()})
         state.step = i + 1
-        bar.set_postfix({k: f"{v:.3g}" for k, v in step_losses.items()}, refresh=False)
         stop, due = state.group.any([signals is not None and signals.received is not None,
                                      every > 0 and time.perf_counter() - saved >= every],
                                     state.device)
+        if stop or due or len(window) == CHECK_EVERY or state.step == len(order):
+            last = add_losses(state, window, state.step - len(window))
+            bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
         if (stop or due) and run is not None:
             count_time(state)
             save(state, run, cfg)

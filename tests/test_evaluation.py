@@ -209,3 +209,17 @@ def test_classifier_reads_the_small_mpi3d_objects_shape(tmp_path):
                                              SETTINGS)
     assert [h.factor for h in heads][:3] == ["object_color", "object_shape", "object_size"]
     assert acc["object_shape"] >= 0.9 and acc["entity"] >= 0.85, acc
+
+
+def test_classifier_is_the_same_whichever_random_state_trains_it(tiny, tmp_path):
+    cfg, data, _, _, _ = tiny
+    quick = {**SETTINGS, "steps": 3}
+    weights = []
+    for seed, cache in ((1, tmp_path / "a"), (2, tmp_path / "b")):
+        torch.manual_seed(seed)  # what a process did before differs ...
+        state = torch.get_rng_state()
+        clf, _, _ = classifier.load_or_train(data, cfg["data"]["nuisances"], cache, "dsprites",
+                                             quick)
+        assert torch.equal(torch.get_rng_state(), state)  # ... and is left as it was
+        weights.append(clf.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
