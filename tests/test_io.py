@@ -1,6 +1,7 @@
 """common.checkpoint (atomic, code-free checkpoints) and common.runlog (run folders, metrics CSV)."""
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -300,3 +301,16 @@ def test_run_folder_lock_names_its_holder_and_is_released_on_close(tmp_path):
     assert not run.finished
     run.mark_finished(3)
     assert other.finished and json.loads((run.path / runlog.FINISHED).read_text())["epochs"] == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signals_are_recorded_not_fatal(signum):
+    from common import cli
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        signals = cli.StopSignals().install()
+        os.kill(os.getpid(), signum)  # delivered to this (main) thread before kill returns
+        assert signals.received == signal.Signals(signum).name
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
