@@ -146,7 +146,7 @@ def check_ranges(cfg: dict, ranges: dict) -> None:
     flat = flatten(cfg)
     for key, (low, high) in ranges.items():
         value = flat[key]
-        if not (math.isfinite(value) and low <= value <= high):
+        if not ((is_int(value) or math.isfinite(value)) and low <= value <= high):
             lowest = "> 0" if low == POSITIVE else f">= {_number(low)}"
             raise UserError(f"{key} must be {lowest} and <= {_number(high)}, got {value}")
 

@@ -259,6 +259,7 @@ METHOD_REJECTS = [
     ("train.adv_weight=-1", r"train.adv_weight must be >= 0"),
     ("train.checkpoint_every_s=nan", r"train.checkpoint_every_s"),
     ("train.batch_size=100000000000000000000000", r"train.batch_size must be >= 1 and <= 1048576"),
+    ("train.batch_size=1" + "0" * 400, r"train.batch_size must be >= 1"),  # beyond any float
     ("eval.rel_samples=1000000000", r"eval.rel_samples must be >= 1 and <= 100000"),
     ("eval.q=1.5", r"eval.q must be > 0 and <= 1"),
     ("eval.q=nan", r"eval.q must be > 0"),
