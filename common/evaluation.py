@@ -13,9 +13,11 @@ Keys carry no split prefix; the caller adds '<split>/'.
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from common import classifier, disentanglement, gmm, metrics
+from common.checkpoint import atomic_write
 from common.data import Data
 
 COMPONENT_SAMPLES = 50  # decoded samples per mixture component
@@ -65,14 +67,48 @@ def factor_classifier(data: Data, nuisances: dict, cache_dir, dataset: str, step
     return clf, heads, test_acc, entries
 
 
-@torch.no_grad()
-def decoded(z, data: Data, decode: Callable, move: Callable, table, component_codes, clf,
-            heads, clf_acc: dict, seed: int = 0, max_images: int = DECODED_IMAGES) -> dict:
-    """What the decoded pictures show, read by the factor classifier, on the test split (at
-    most max_images of it, a subset drawn with `seed`).
+def to_uint8(pictures) -> torch.Tensor:
+    """Pictures (N, C, H, W) in [0, 1] -> (N, H, W, C) uint8 in [0, 255], the layout of the
+    datasets' files."""
+    return pictures.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
-    z: test codes; decode(codes) -> pictures in [0, 1]; move(codes, relation ids) -> codes;
-    component_codes: samples of every component in order (component_samples).
+
+def from_uint8(pictures) -> torch.Tensor:
+    """to_uint8's inverse: (N, H, W, C) uint8 -> (N, C, H, W) float in [0, 1]."""
+    return pictures.permute(0, 3, 1, 2).float().div_(255)
+
+
+@torch.no_grad()
+def decoded_pictures(z, data: Data, decode: Callable, move: Callable, seed: int = 0,
+                     max_images: int = DECODED_IMAGES) -> dict:
+    """What the model draws of the test split (at most max_images of it, a subset drawn with
+    `seed`): the pictures the decoded metrics read, and what decoded.npz holds.
+
+    z: test codes; decode(codes) -> pictures in [0, 1]; move(codes, relation ids) -> codes.
+    Returns index (n,) positions in the test split; images, recon (n, 64, 64, C) uint8: the
+    test pictures and their decoded codes; moved (R, n, 64, 64, C) uint8: the decoded codes
+    moved by each relation. The metrics read these uint8 pictures, so whoever scores the
+    export with our classifier gets our numbers.
+    """
+    index = torch.arange(len(z), device=z.device)
+    if len(z) > max_images:
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(z), generator=generator)[:max_images].sort().values
+        index = index.to(z.device)
+    z = z[index]
+    moved = [to_uint8(decode(move(z, torch.full((len(z),), r, device=z.device))))
+             for r in range(len(data.space.relation_names))]
+    return {"index": index, "images": to_uint8(data.batch("test", index)),
+            "recon": to_uint8(decode(z)), "moved": torch.stack(moved)}
+
+
+@torch.no_grad()
+def decoded(pictures: dict, data: Data, table, component_pictures, clf, heads,
+            clf_acc: dict) -> dict:
+    """What the decoded pictures show, read by the factor classifier.
+
+    pictures: decoded_pictures of the test split; component_pictures: decoded samples of every
+    component in order (component_samples), (K * n, C, 64, 64) in [0, 1].
 
     rel_acc_decoded/<r>: test image encoded, moved by relation r, decoded, classified: the
         fraction whose entity factors equal r's target;
@@ -85,26 +121,22 @@ def decoded(z, data: Data, decode: Callable, move: Callable, table, component_co
     component_acc_decoded(_min): samples of each mixture component, decoded and classified:
         the fraction showing that component's entity (mean over components, worst component).
     """
-    space, labels = data.space, data.entities["test"]
-    truth = classifier.targets(data, "test", heads)
+    space, index = data.space, pictures["index"]
+    labels = data.entities["test"][index]
+    truth = classifier.targets(data, "test", heads)[index.to(data.classes["test"].device)]
     keep = classifier.reliable_nuisances(heads, clf_acc)
-    if len(z) > max_images:
-        generator = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(len(z), generator=generator)[:max_images].sort().values
-        z, labels, truth = (t[pick.to(t.device)] for t in (z, labels, truth))
 
-    def read(codes):  # codes -> (predicted entity, predicted classes of every head)
-        pred = clf.predict(decode(codes))
+    def read(uint8):  # pictures -> (predicted entity, predicted classes of every head)
+        pred = clf.predict(from_uint8(uint8))
         return classifier.entity_of(pred, heads, space.bin_counts), pred
 
-    entity, pred = read(z)
+    entity, pred = read(pictures["recon"])
     out = {"recon_entity_acc_decoded": float((entity == labels).float().mean())}
     for i, head in enumerate(heads):
         out[f"recon_factor_acc_decoded/{head.factor}"] = float((pred[:, i] == truth[:, i])
                                                               .float().mean())
     for r, name in enumerate(space.relation_names):
-        relation = torch.full((len(z),), r, device=z.device)
-        entity, pred = read(move(z, relation))
+        entity, pred = read(pictures["moved"][r])
         out[f"rel_acc_decoded/{name}"] = float((entity == table[r, labels]).float().mean())
         kept = (pred[:, keep] == truth[:, keep]).all(dim=1)
         out[f"rel_nuisance_kept_decoded/{name}"] = float(kept.float().mean())
@@ -112,13 +144,29 @@ def decoded(z, data: Data, decode: Callable, move: Callable, table, component_co
         per = [out[f"{key}/{name}"] for name in space.relation_names]
         out[key] = sum(per) / len(per)
 
-    entity, _ = read(component_codes)
-    components = torch.arange(space.num_entities, device=z.device)
+    entity, _ = read(to_uint8(component_pictures))
+    components = torch.arange(space.num_entities, device=entity.device)
     per_component = (entity == components.repeat_interleave(len(entity) // len(components))
                      ).float().view(space.num_entities, -1).mean(dim=1)
     out["component_acc_decoded"] = float(per_component.mean())
     out["component_acc_decoded_min"] = float(per_component.min())
     return out
+
+
+def save_decoded(path, pictures: dict, data: Data, table) -> None:
+    """decoded.npz, for judges other than our classifier (README, Metrics): decoded_pictures'
+    arrays (index, images, recon, moved), with the test pictures' raw factor indices
+    (classes (n, F), in factor_names order), entity ids (entities (n,)), each relation's
+    target entity of each picture (targets (R, n)), and the names of factors and relations.
+    Compressed: flat backgrounds make it a fraction of its raw size."""
+    space, index = data.space, pictures["index"]
+    labels = data.entities["test"][index]
+    arrays = {key: pictures[key].cpu().numpy() for key in ("index", "images", "recon", "moved")}
+    arrays.update(classes=data.classes["test"][index].cpu().numpy(),
+                  entities=labels.cpu().numpy(), targets=table[:, labels].cpu().numpy(),
+                  factor_names=np.array(space.factor_names),
+                  relation_names=np.array(space.relation_names))
+    atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
 
 def literature(codes_fit, classes_fit, codes, classes) -> dict:

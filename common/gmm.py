@@ -31,6 +31,13 @@ def sample(means, chol, components, generator=None, eps=None):
     return means[components] + (chol[components] @ eps[..., None]).squeeze(-1)
 
 
+def principal_axes(chol):
+    """Each component's principal axes, widest first: (standard deviations (K, D), unit axes
+    (K, D, D) with axis j in column j) of Sigma_k = L_k L_k^T."""
+    variances, axes = torch.linalg.eigh(chol @ chol.transpose(-1, -2))  # ascending
+    return variances.flip(-1).clamp_min(0).sqrt(), axes.flip(-1)
+
+
 def mahalanobis_sq(z, means, chol, chunk: int = 8192):
     """Squared Mahalanobis distance of every code to every component: (N, D) -> (N, K)."""
     eye = torch.eye(means.shape[1], device=means.device, dtype=means.dtype)

@@ -5,13 +5,15 @@ latent_space.png       test codes on their first two principal axes, coloured by
 traversals.png         one test image's code moved along each latent axis, decoded
 relation_chains.png    test images pushed through each relation again and again, decoded
 component_samples.png  decoded samples of mixture components (one row per entity)
+within_entity.png      a few components walked along their widest principal axes, decoded:
+                       the nuisances each entity holds
 accuracy_vs_q.png      clustering accuracy and acceptance against the confidence q
 """
 
 import numpy as np
 import torch
 
-from common import plots
+from common import gmm, plots
 from common.evaluation import encode
 from common.schedule import decay_start
 from mpi3d.dataset import BACKGROUNDS, OBJECT_COLOURS
@@ -24,6 +26,8 @@ CHAIN_STEPS = 6
 TRAVERSAL_STEPS = 9
 SAMPLES_PER_COMPONENT = 8
 MAX_COMPONENT_ROWS = 30  # more entities than this: an evenly spaced selection is shown
+WITHIN_ENTITIES = 4  # entities in within_entity.png: the showcase's, then evenly spaced
+WITHIN_AXES = 3  # principal axes of each, widest first
 
 
 def entity_names(space) -> list[str]:
@@ -75,6 +79,23 @@ def relation_chains(model, rel, data, source: int) -> torch.Tensor:
         chain.append(rel(chain[-1], relation))
     decoded = decode(model, torch.stack(chain, dim=1))  # (R, steps + 1, C, 64, 64)
     return torch.cat([picture[None].expand(num_rel, -1, -1, -1, -1), decoded], dim=1)
+
+
+@torch.no_grad()
+def within_entity(model, prior, entities) -> tuple[torch.Tensor, list[tuple[int, int, float]]]:
+    """Each entity's component walked from its mean along its WITHIN_AXES widest principal
+    axes, -2 to +2 standard deviations, decoded: (E * WITHIN_AXES, TRAVERSAL_STEPS, C, 64, 64),
+    and per row (entity, axis, that axis's share of the component's variance)."""
+    means = prior.means.detach()[entities]  # (E, D)
+    sd, axes = gmm.principal_axes(prior.chol[entities])  # (E, D), (E, D, D)
+    offsets = torch.linspace(-2, 2, TRAVERSAL_STEPS, device=means.device)
+    steps = sd[:, None, :WITHIN_AXES] * offsets[None, :, None]  # (E, steps, A)
+    walks = means[:, None, None] + torch.einsum("esa,eda->easd", steps,
+                                                axes[:, :, :WITHIN_AXES])  # (E, A, steps, D)
+    share = sd.pow(2) / sd.pow(2).sum(1, keepdim=True)
+    rows = [(int(e), a, float(share[i, a])) for i, e in enumerate(entities)
+            for a in range(WITHIN_AXES)]
+    return decode(model, walks.flatten(0, 1)), rows
 
 
 @torch.no_grad()
@@ -136,6 +157,18 @@ def write_pictures(run, model, rel, prior, data, cfg, results) -> None:
     plots.image_grid(decode(model, samples.reshape(len(shown), SAMPLES_PER_COMPONENT, -1)),
                      out / "component_samples.png", row_labels=[names[e] for e in shown],
                      cell=0.7, title=title)
+
+    first = int(labels[source])
+    others = np.linspace(0, num - 1, WITHIN_ENTITIES).round().astype(int)
+    picked = [first] + [int(e) for e in others if e != first][:WITHIN_ENTITIES - 1]
+    walks, rows = within_entity(model, prior, torch.as_tensor(picked, device=z.device))
+    plots.image_grid(walks, out / "within_entity.png",
+                     row_labels=[f"{names[e]}: axis {a + 1} ({share:.0%})"
+                                 for e, a, share in rows],
+                     col_labels=[f"{o:+.1f}sd" for o in torch.linspace(-2, 2, TRAVERSAL_STEPS)
+                                 .tolist()],
+                     title="inside an entity: each component from its mean along its widest "
+                           "principal axes (share of its variance), decoded")
 
     plots.accuracy_vs_q(results, cfg["eval"]["qs"], out / "accuracy_vs_q.png")
     model.train()

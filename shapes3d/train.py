@@ -366,8 +366,9 @@ def evaluate(state, data, cfg, split: str, z=None) -> dict:
     return {f"{split}/{k}": v for k, v in out.items()}
 
 
-def final_metrics(state, data, cfg) -> dict:
-    """Every metric of a finished run: test split (latent, decoded, literature), then val."""
+def final_metrics(state, data, cfg) -> tuple[dict, dict]:
+    """Every metric of a finished run: test split (latent, decoded, literature), then val; and
+    the decoded test pictures the decoded metrics read (evaluation.decoded_pictures)."""
     model, rel, prior = state.model.eval(), state.rel.eval(), state.prior
     z = {split: evaluation.encode(model.encoder, data, split) for split in ("val", "test")}
     results = evaluate(state, data, cfg, "test", z["test"])
@@ -377,15 +378,17 @@ def final_metrics(state, data, cfg) -> dict:
         data, cfg["data"]["nuisances"], cache_dir, DATASET, cfg["eval"]["classifier_steps"])
     results.update(entries)
     samples = evaluation.component_samples(prior.means.detach(), prior.chol, cfg["run"]["seed"])
-    decoded = evaluation.decoded(z["test"], data, model.decode_images, rel, state.table,
-                                 samples, clf, heads, clf_acc, seed=cfg["run"]["seed"])
+    pictures = evaluation.decoded_pictures(z["test"], data, model.decode_images, rel,
+                                           seed=cfg["run"]["seed"])
+    decoded = evaluation.decoded(pictures, data, state.table, model.decode_images(samples), clf,
+                                 heads, clf_acc)
     results.update({f"test/{k}": v for k, v in decoded.items()})
     scores = evaluation.literature(z["val"], data.classes["val"], z["test"], data.classes["test"])
     results.update({f"test/{k}": v for k, v in scores.items()})
     model.train()
     rel.train()
     results.update(evaluate(state, data, cfg, "val", z["val"]))
-    return results
+    return results, pictures
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,17 +495,21 @@ def progress_line(state, total, phase, train_losses, val) -> str:
     return " | ".join(parts)
 
 
+DECODED = "decoded.npz"  # the pictures the decoded metrics read (evaluation.save_decoded)
+
+
 def finish(state, data, cfg, run: RunFolder) -> dict:
-    """Every final metric (metrics.json), every picture and report.md, then the `finished`
-    marker. A run stopped before its last epoch (--evaluate of it) gets metrics_partial.json
+    """Every final metric (metrics.json), the decoded test pictures (decoded.npz), every
+    picture and report.md, then the `finished` marker. A run stopped before its last epoch (--evaluate of it) gets metrics_partial.json
     instead, and no marker: its numbers are never taken for a finished run's."""
-    results = final_metrics(state, data, cfg)
+    results, pictures = final_metrics(state, data, cfg)
     results["wall_time_s"] = state.elapsed_s
     results["epochs"] = state.epoch
     results["labelled_images"] = len(data.labelled)
     results["train_images"] = len(data.images["train"])
     done = state.epoch == total_epochs(cfg)
     run.write_final_metrics(results, partial=not done)
+    evaluation.save_decoded(run.path / DECODED, pictures, data, state.table)
     log.write_pictures(run, state.model, state.rel, state.prior, data, cfg, results)
     report.write(run, DATASET, cfg, results)
     if done:

@@ -101,15 +101,18 @@ class OraclePrior:
 
 
 def read_oracle(data, cfg, clf, heads, acc, identity=False, decode=None, **kwargs):
-    """evaluation.decoded on the oracle: its codes, decoder, ReL and component samples."""
+    """evaluation.decoded on the oracle: its codes, decoder, ReL and component samples; and the
+    pictures it read (evaluation.decoded_pictures)."""
     model, prior = OracleAE(data), OraclePrior(data.space, cfg["data"]["nuisances"])
+    decode = decode or model.decode_images
     z = evaluation.encode(model.encoder, data, "test")
     components = torch.arange(data.space.num_entities).repeat_interleave(
         evaluation.COMPONENT_SAMPLES)
-    return evaluation.decoded(z, data, decode or model.decode_images,
-                              OracleReL(data.space, identity),
-                              torch.as_tensor(data.space.table), prior.sample(components), clf,
-                              heads, acc, **kwargs)
+    pictures = evaluation.decoded_pictures(z, data, decode, OracleReL(data.space, identity),
+                                           **kwargs)
+    scores = evaluation.decoded(pictures, data, torch.as_tensor(data.space.table),
+                                decode(prior.sample(components)), clf, heads, acc)
+    return scores, pictures
 
 
 def test_classifier_reads_real_pictures_and_says_which_nuisances_it_can_tell(tiny):
@@ -133,7 +136,7 @@ def test_classifier_is_cached_and_not_retrained(tiny, monkeypatch):
 
 def test_oracle_scores_one_and_identity_rel_scores_zero(tiny):
     cfg, data, clf, heads, acc = tiny
-    oracle = read_oracle(data, cfg, clf, heads, acc)
+    oracle, _ = read_oracle(data, cfg, clf, heads, acc)
     assert oracle["recon_entity_acc_decoded"] >= 0.98
     for head in heads:  # the classifier's own test accuracy bounds what it can confirm
         assert oracle[f"recon_factor_acc_decoded/{head.factor}"] >= acc[head.factor] - 0.02
@@ -142,7 +145,7 @@ def test_oracle_scores_one_and_identity_rel_scores_zero(tiny):
         assert oracle[f"rel_nuisance_kept_decoded/{name}"] >= 0.9, name
     assert oracle["component_acc_decoded"] >= 0.97
 
-    frozen = read_oracle(data, cfg, clf, heads, acc, identity=True)
+    frozen, _ = read_oracle(data, cfg, clf, heads, acc, identity=True)
     assert frozen["recon_factor_acc_decoded/shape"] == oracle[
         "recon_factor_acc_decoded/shape"]  # the ReL plays no part in reconstructions
     for name in data.space.relation_names:
@@ -161,12 +164,41 @@ def test_decoded_metrics_read_a_seeded_subset_of_a_large_test_split(tiny):
         return OracleAE(data).decode_images(codes)
 
     n_test, relations = len(data.entities["test"]), len(data.space.relation_names)
-    few = read_oracle(data, cfg, clf, heads, acc, decode=decode, seed=3, max_images=n_test // 3)
+    few, pictures = read_oracle(data, cfg, clf, heads, acc, decode=decode, seed=3,
+                                max_images=n_test // 3)
     samples = data.space.num_entities * evaluation.COMPONENT_SAMPLES
-    assert decoded_sizes == [n_test // 3] * (1 + relations) + [samples]
+    assert decoded_sizes == [n_test // 3] * (relations + 1) + [samples]
     assert few["rel_acc_decoded"] >= 0.97  # the oracle on any subset
-    again = read_oracle(data, cfg, clf, heads, acc, seed=3, max_images=n_test // 3)
+    again, same = read_oracle(data, cfg, clf, heads, acc, seed=3, max_images=n_test // 3)
     assert again == few  # the seed fixes the subset
+    assert torch.equal(same["index"], pictures["index"])
+    assert len(pictures["index"]) == n_test // 3 and len(set(pictures["index"].tolist())) == n_test // 3
+    # the pictures read are the test split's own, at those positions, in the files' layout
+    assert pictures["images"].dtype == torch.uint8
+    assert pictures["images"].shape == (n_test // 3, 64, 64, 1)
+    assert torch.equal(pictures["images"], data.images["test"][pictures["index"]] * 255)
+    assert pictures["moved"].shape == (relations, n_test // 3, 64, 64, 1)
+
+
+def test_decoded_npz_holds_what_was_scored_so_another_judge_gets_the_same_numbers(tiny,
+                                                                                   tmp_path):
+    cfg, data, clf, heads, acc = tiny
+    scores, pictures = read_oracle(data, cfg, clf, heads, acc)
+    table = torch.as_tensor(data.space.table)
+    evaluation.save_decoded(tmp_path / "decoded.npz", pictures, data, table)
+    saved = np.load(tmp_path / "decoded.npz")
+    n, relations = len(data.entities["test"]), len(data.space.relation_names)
+    assert saved["moved"].shape == (relations, n, 64, 64, 1) and saved["moved"].dtype == np.uint8
+    assert list(saved["relation_names"]) == list(data.space.relation_names)
+    assert list(saved["factor_names"]) == list(data.space.factor_names)
+    assert np.array_equal(saved["classes"], data.classes["test"].numpy())
+    assert np.array_equal(saved["targets"], data.space.table[:, data.entities["test"].numpy()])
+    # scoring the file alone, as an outside judge does, gives metrics.json's numbers
+    for r, name in enumerate(data.space.relation_names):
+        pred = clf.predict(torch.from_numpy(saved["moved"][r]).permute(0, 3, 1, 2).float() / 255)
+        entity = classifier.entity_of(pred, heads, data.space.bin_counts).numpy()
+        assert (entity == saved["targets"][r]).mean() == pytest.approx(
+            scores[f"rel_acc_decoded/{name}"], abs=1e-6), name
 
 
 def test_entity_of_is_the_mixed_radix_of_the_entity_heads():

@@ -320,3 +320,14 @@ def test_min_pairwise_mahalanobis_hand_example():
     assert gmm.min_pairwise_mahalanobis(means[[0, 2]], chol[[0, 2]]) == pytest.approx(2.0)
     # the inputs are not modified
     assert means[1, 0] == 3.0
+
+
+def test_principal_axes_rebuild_the_covariance_widest_first():
+    torch.manual_seed(0)
+    a = torch.randn(3, 4, 4)
+    cov = a @ a.transpose(1, 2) + 0.1 * torch.eye(4)
+    sd, axes = gmm.principal_axes(torch.linalg.cholesky(cov))
+    assert (sd[:, :-1] >= sd[:, 1:]).all()  # widest first
+    rebuilt = axes @ torch.diag_embed(sd.pow(2)) @ axes.transpose(1, 2)
+    assert torch.allclose(rebuilt, cov, atol=1e-4)
+    assert torch.allclose(axes.transpose(1, 2) @ axes, torch.eye(4).expand(3, 4, 4), atol=1e-5)

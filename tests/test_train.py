@@ -20,7 +20,7 @@ from tests.scripts import FOLDERS, REPO, module, run, script, tiny
 from tests.test_config import METHOD_REJECTS
 
 PICTURES = ("training_curves.png", "latent_space.png", "traversals.png", "relation_chains.png",
-            "component_samples.png", "accuracy_vs_q.png")
+            "component_samples.png", "accuracy_vs_q.png", "within_entity.png")
 
 
 def comparable(metrics: dict) -> dict:
@@ -55,6 +55,17 @@ def test_train_writes_a_complete_run_and_evaluate_reproduces_it(tmp_path, folder
     assert len(rows) == 1 + 3  # header + one row per epoch
     for name in PICTURES:
         assert (run_dir / name).stat().st_size > 1000, name
+    # decoded.npz: what the decoded metrics read, for other judges (evaluation.save_decoded)
+    saved = np.load(run_dir / "decoded.npz")
+    space = module(folder, "dataset").entity_space(cfg)
+    n = len(saved["index"])
+    assert 0 < n <= 2000
+    assert saved["images"].shape == saved["recon"].shape == (n, 64, 64, saved["images"].shape[3])
+    assert saved["moved"].shape == (len(space.relation_names), *saved["images"].shape)
+    assert all(saved[k].dtype == np.uint8 for k in ("images", "recon", "moved"))
+    assert np.array_equal(saved["entities"], space.entity_ids(saved["classes"]))
+    assert np.array_equal(saved["targets"], space.table[:, saved["entities"]])
+    assert list(saved["relation_names"]) == list(space.relation_names)
     report = (run_dir / "report.md").read_text()
     assert "| rel_acc_decoded |" in report and "(relation_chains.png)" in report
     # With train.lr_decay_epochs every learning rate falls towards 0 over the last epochs (here
