@@ -83,6 +83,8 @@ CONFIG = {
         # a checkpoint inside the epoch every so many seconds (0: at epoch ends only), bounding
         # what a SIGKILL loses in long epochs; SIGTERM/SIGUSR1 write one at the next step anyway
         "checkpoint_every_s": 300.0,
+        # reconstruction weight of the pixels that differ from the background (loss.py)
+        "recon_object_weight": 0.0,
         "rel_steps": 2,  # ReL updates per training step (cheap: an MLP on prior samples)
         "adv_weight": 3.0,
         "sup_weight": 20.0,  # weight of the supervised term (sup_loss); 0 = paper
@@ -164,7 +166,7 @@ RANGES = {
     "train.lr": (configlib.POSITIVE, 10.0), "train.disc_lr": (configlib.POSITIVE, 10.0),
     "train.rel_lr": (configlib.POSITIVE, 10.0),
     "train.adv_weight": (0.0, 1e38), "train.sup_weight": (0.0, 1e38),
-    "train.checkpoint_every_s": (0.0, 1e9),
+    "train.checkpoint_every_s": (0.0, 1e9), "train.recon_object_weight": (0.0, 1e6),
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "eval.q": (configlib.POSITIVE, 1.0), "eval.rel_samples": (1, 10**5),

@@ -7,13 +7,29 @@ from torch.nn import functional as F
 from common import gmm
 
 
-def reconstruction(logits, x):
+def reconstruction(logits, x, object_weight: float = 0.0):
     """Binary cross-entropy per colour intensity in [0, 1], summed over the image, averaged
     over the batch (disentanglement_lib's choice for every dataset). Floor and wall fill most
     of the picture; under a squared error the decoder could nearly ignore the object whose
     hue, size and shape are the entity, while this loss's gradient stays large wherever a
-    saturated colour is wrong."""
-    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+    saturated colour is wrong.
+
+    object_weight w (train.recon_object_weight): each pixel that differs from the picture's
+    background (object_mask) counts 1 + w times, so a small object is not blurred for the
+    sake of the background. It reads nothing but the picture itself."""
+    if object_weight == 0:
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+    weight = 1 + object_weight * object_mask(x)
+    return F.binary_cross_entropy_with_logits(logits, x, weight, reduction="sum") / x.shape[0]
+
+
+def object_mask(x, threshold: float = 0.1):
+    """(B, 1, H, W) 1 where a pixel of x (B, C, H, W) in [0, 1] differs by more than
+    `threshold` in some channel from its picture's background colour, estimated as the
+    median of the picture's border pixels (no object touches the border)."""
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2)
+    background = border.median(dim=2).values[:, :, None, None]  # (B, C, 1, 1)
+    return ((x - background).abs().amax(dim=1, keepdim=True) > threshold).to(x.dtype)
 
 
 def discriminator(real_logits, fake_logits):

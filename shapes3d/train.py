@@ -121,7 +121,7 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     model, group = state.model, state.group
     z = train_forward(state, model.encoder, inputs)
     recon = loss.reconstruction(train_forward(state, model.decoder, z[:n_recon]),
-                                images[:n_recon])
+                                images[:n_recon], cfg["train"]["recon_object_weight"])
 
     d_loss = loss.discriminator(train_forward(state, model.discriminator, real, real_slots),
                                 train_forward(state, model.discriminator, z.detach(), slots))

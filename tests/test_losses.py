@@ -72,3 +72,22 @@ def test_mirror_flips_the_requested_fraction_left_right_and_nothing_else():
     assert flipped.float().mean().item() == pytest.approx(0.5, abs=0.03)
     assert torch.equal(mirror(x, 1.0), x.flip(-1))
     assert mirror(x, 0.0) is x
+
+
+def test_object_mask_finds_the_object_on_its_background_and_the_weight_counts_it(losses):
+    x = torch.full((2, 3, 64, 64), 0.4)
+    x[0, :, 10:20, 30:35] = 0.9  # a 10 x 5 object
+    x[1] = torch.tensor([0.8, 0.2, 0.5])[:, None, None]  # another background, no object
+    x[1, 1, 40:43, 5:9] = 0.6  # a 3 x 4 object differing in one channel only
+    mask = losses.object_mask(x)
+    assert mask.shape == (2, 1, 64, 64)
+    assert mask[0].sum() == 50 and mask[0, 0, 10:20, 30:35].all()
+    assert mask[1].sum() == 12 and mask[1, 0, 40:43, 5:9].all()
+
+    logits = torch.randn(2, 3, 64, 64)
+    plain = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    assert losses.reconstruction(logits, x).item() == pytest.approx(plain.sum().item() / 2)
+    # weight w: the object's pixels count 1 + w times, the background's once
+    extra = (plain * mask).sum().item() / 2
+    assert losses.reconstruction(logits, x, 4.0).item() == pytest.approx(
+        plain.sum().item() / 2 + 4 * extra, rel=1e-5)
