@@ -27,6 +27,7 @@ SAMPLES_PER_COMPONENT = 8
 MAX_COMPONENT_ROWS = 30  # more entities than this: an evenly spaced selection is shown
 WITHIN_ENTITIES = 4  # entities in within_entity.png: the showcase's, then evenly spaced
 WITHIN_AXES = 3  # principal axes of each, widest first
+WITHIN_SD = 2.0  # each walk spans -WITHIN_SD to +WITHIN_SD standard deviations
 
 
 def entity_names(space) -> list[str]:
@@ -84,11 +85,12 @@ def relation_chains(model, rel, data, source: int) -> torch.Tensor:
 @torch.no_grad()
 def within_entity(model, prior, entities) -> tuple[torch.Tensor, list[tuple[int, int, float]]]:
     """Each entity's component walked from its mean along its WITHIN_AXES widest principal
-    axes, -2 to +2 standard deviations, decoded: (E * WITHIN_AXES, TRAVERSAL_STEPS, C, 64, 64),
+    axes, -WITHIN_SD to +WITHIN_SD standard deviations, decoded:
+    (E * WITHIN_AXES, TRAVERSAL_STEPS, C, 64, 64),
     and per row (entity, axis, that axis's share of the component's variance)."""
     means = prior.means.detach()[entities]  # (E, D)
     sd, axes = gmm.principal_axes(prior.chol[entities])  # (E, D), (E, D, D)
-    offsets = torch.linspace(-2, 2, TRAVERSAL_STEPS, device=means.device)
+    offsets = torch.linspace(-WITHIN_SD, WITHIN_SD, TRAVERSAL_STEPS, device=means.device)
     steps = sd[:, None, :WITHIN_AXES] * offsets[None, :, None]  # (E, steps, A)
     walks = means[:, None, None] + torch.einsum("esa,eda->easd", steps,
                                                 axes[:, :, :WITHIN_AXES])  # (E, A, steps, D)
@@ -165,8 +167,8 @@ def write_pictures(run, model, rel, prior, data, cfg, results) -> None:
     plots.image_grid(walks, out / "within_entity.png",
                      row_labels=[f"{names[e]}: axis {a + 1} ({share:.0%})"
                                  for e, a, share in rows],
-                     col_labels=[f"{o:+.1f}sd" for o in torch.linspace(-2, 2, TRAVERSAL_STEPS)
-                                 .tolist()],
+                     col_labels=[f"{o:+.1f}sd" for o in np.linspace(-WITHIN_SD, WITHIN_SD,
+                                                                     TRAVERSAL_STEPS)],
                      title="inside an entity: each component from its mean along its widest "
                            "principal axes (share of its variance), decoded")
 
