@@ -12,6 +12,7 @@ sample sizes are what a split holds (each docstring gives its defaults and the r
 """
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.stats import entropy
@@ -226,10 +227,23 @@ def dci_completeness(importance: np.ndarray) -> float:
     return _weighted_specificity(_check_importance(importance), axis=0)
 
 
-def dci_importance(codes_train, factors_train, codes_test, factors_test):
+def _fit_trees(codes_train, y_train, codes_test, y_test):
+    """(importances (num_codes,), train accuracy, test accuracy) of one factor's trees."""
+    if len(np.unique(y_train)) < 2:  # a constant factor: no code matters, every guess right
+        return np.zeros(codes_train.shape[1]), 1.0, float(np.mean(y_test == y_train[0]))
+    trees = GradientBoostingClassifier(random_state=RANDOM_STATE).fit(codes_train, y_train)
+    return (np.abs(trees.feature_importances_), float(np.mean(trees.predict(codes_train) == y_train)),
+            float(np.mean(trees.predict(codes_test) == y_test)))
+
+
+def dci_importance(codes_train, factors_train, codes_test, factors_test, workers: int = 1):
     """Importance matrix (num_codes, num_factors) and the mean train and test accuracy of one
     GradientBoostingClassifier per factor (scikit-learn's defaults, fixed random_state), as
-    disentanglement_lib's compute_importance_gbt: importance = |feature_importances_|."""
+    disentanglement_lib's compute_importance_gbt: importance = |feature_importances_|.
+
+    The factors' trees are fitted on up to `workers` threads at once: scikit-learn builds a tree
+    without holding the GIL, and each factor's trees are seeded alone, so the numbers do not
+    depend on `workers`."""
     codes_train, codes_test = _check_codes(codes_train, "codes_train"), _check_codes(codes_test, "codes_test")
     factors_train = _check_discrete(factors_train, codes_train.shape[0], "factors_train")
     factors_test = _check_discrete(factors_test, codes_test.shape[0], "factors_test")
@@ -237,29 +251,27 @@ def dci_importance(codes_train, factors_train, codes_test, factors_test):
         raise UserError(f"train and test shapes differ: codes {codes_train.shape[1]} vs "
                         f"{codes_test.shape[1]}, "
                         f"factors {factors_train.shape[1]} vs {factors_test.shape[1]}")
-    importance = np.zeros((codes_train.shape[1], factors_train.shape[1]))
-    train_acc, test_acc = [], []
-    for j in range(factors_train.shape[1]):
-        y_train, y_test = factors_train[:, j], factors_test[:, j]
-        if len(np.unique(y_train)) < 2:  # a constant factor: no code matters, every guess right
-            train_acc.append(1.0)
-            test_acc.append(float(np.mean(y_test == y_train[0])))
-            continue
-        trees = GradientBoostingClassifier(random_state=RANDOM_STATE)
-        trees.fit(codes_train, y_train)
-        importance[:, j] = np.abs(trees.feature_importances_)
-        train_acc.append(float(np.mean(trees.predict(codes_train) == y_train)))
-        test_acc.append(float(np.mean(trees.predict(codes_test) == y_test)))
-    return importance, float(np.mean(train_acc)), float(np.mean(test_acc))
+    num_factors = factors_train.shape[1]
+    if workers < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
+    workers = min(workers, num_factors)
+    jobs = [(codes_train, factors_train[:, j], codes_test, factors_test[:, j])
+            for j in range(num_factors)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        fitted = list(pool.map(lambda job: _fit_trees(*job), jobs))
+    importance = np.stack([imp for imp, _, _ in fitted], axis=1)
+    return (importance, float(np.mean([acc for _, acc, _ in fitted])),
+            float(np.mean([acc for _, _, acc in fitted])))
 
 
-def dci(codes_train, factors_train, codes_test, factors_test) -> dict:
+def dci(codes_train, factors_train, codes_test, factors_test, workers: int = 1) -> dict:
     """DCI (Eastwood & Williams 2018) as disentanglement_lib computes it: disentanglement and
     completeness from the gradient-boosted trees' importances (`dci_importance`,
     `dci_disentanglement`, `dci_completeness`), informativeness = mean test accuracy over
-    factors (and its train accuracy). The reference fits on 10,000 points and tests on 5,000."""
+    factors (and its train accuracy). The reference fits on 10,000 points and tests on 5,000.
+    workers: threads fitting the factors' trees at once (the numbers do not depend on it)."""
     importance, train_acc, test_acc = dci_importance(codes_train, factors_train, codes_test,
-                                                     factors_test)
+                                                     factors_test, workers)
     return {"dci_disentanglement": dci_disentanglement(importance),
             "dci_completeness": dci_completeness(importance),
             "dci_informativeness": test_acc,
@@ -385,7 +397,7 @@ def _subsample(n: int, at_most: int, seed: int) -> np.ndarray:
 
 
 def scores_from_codes(codes_fit, factors_fit, codes, factors, seed: int = 0,
-                      max_dci_points: int = 1000) -> dict:
+                      max_dci_points: int = 1000, workers: int = 1) -> dict:
     """MIG, SAP, DCI, FactorVAE and BetaVAE of a representation, from codes of stored images.
 
     codes/factors: held-out images' codes and ground-truth factor indices (scored);
@@ -394,7 +406,8 @@ def scores_from_codes(codes_fit, factors_fit, codes, factors, seed: int = 0,
     from the stored (codes, factors) rows (with replacement), so no image is encoded twice. Where
     disentanglement_lib samples the full factor grid afresh, these are the rows of the entity
     subset a split holds; DCI fits on at most `max_dci_points` of codes_fit and scores at most as
-    many of codes (random rows, fixed by `seed`), which bounds the trees' time.
+    many of codes (random rows, fixed by `seed`), which bounds the trees' time; `workers`
+    threads fit them (the numbers do not depend on it).
     """
     fit_f, f, sizes = _varying_factors(np.asarray(factors_fit), np.asarray(factors))
     codes, codes_fit = np.asarray(codes, dtype=np.float64), np.asarray(codes_fit, np.float64)
@@ -427,7 +440,8 @@ def scores_from_codes(codes_fit, factors_fit, codes, factors, seed: int = 0,
     out.update(sap(codes, f))
     fit_rows = _subsample(len(codes_fit), max_dci_points, seed)
     scored_rows = _subsample(len(codes), max_dci_points, seed + 1)
-    out.update(dci(codes_fit[fit_rows], fit_f[fit_rows], codes[scored_rows], f[scored_rows]))
+    out.update(dci(codes_fit[fit_rows], fit_f[fit_rows], codes[scored_rows], f[scored_rows],
+                   workers))
     out.update({k: v for k, v in factor_vae_score(sample, present_sizes, rng).items()
                 if k == "factor_vae"})
     out.update({k: v for k, v in beta_vae_score(sample_pair, present_sizes, rng).items()

@@ -238,6 +238,17 @@ def test_dci_rotation_lowers_disentanglement(dci_scores):
     assert s["dci_disentanglement"] == pytest.approx(dis.dci_disentanglement(importance), abs=1e-9)
 
 
+def test_dci_on_threads_gives_the_sequential_numbers_exactly():
+    z_train, f_train = _arrays(rotated, 300, 1)
+    z_test, f_test = _arrays(rotated, 150, 2)
+    one = dis.dci_importance(z_train, f_train, z_test, f_test, workers=1)
+    three = dis.dci_importance(z_train, f_train, z_test, f_test, workers=3)
+    assert np.array_equal(one[0], three[0]) and one[1:] == three[1:]
+    assert one[0].shape == (z_train.shape[1], f_train.shape[1]) and one[0].sum() > 0
+    with pytest.raises(UserError, match="workers must be >= 1"):
+        dis.dci_importance(z_train, f_train, z_test, f_test, workers=0)
+
+
 @pytest.mark.parametrize("rep", [identity, noise, rotated])
 def test_dci_sap_mig_equal_disentanglement_libs_definitions(rep):
     z_train, f_train = _arrays(rep, 600, 1)
