@@ -32,6 +32,9 @@ class EntitySpace:
         self.num_entities = int(np.prod(self.bin_counts))
         self.relation_names = tuple(rel["name"] for rel in relations)
         self.table = self._relation_table(relations)  # (R, K) int64
+        # the entity factor each relation changes (its index in entity_factors)
+        self.relation_factors = tuple(self.entity_factors.index(rel["factor"])
+                                      for rel in relations)
 
     def _check_bins(self):
         for name, bins in self.bins.items():

@@ -34,12 +34,18 @@ def encode(encoder: Callable, data: Data, split: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def latent(z, labels, move: Callable, means, chol, table, relation_names, eval_cfg: dict,
+def latent(z, labels, move: Callable, means, chol, table, space, eval_cfg: dict,
            seed: int) -> dict:
-    """Clustering of codes z (n, D) with entity labels (n,), and relation accuracy of
-    move(codes, relation ids) -> codes on prior samples and on z; table (R, K) targets."""
+    """Clustering of codes z (n, D) with entity labels (n,), per entity factor too, and
+    relation accuracy of move(codes, relation ids) -> codes on prior samples and on z;
+    table (R, K) targets; space the entity space (its factors and relations)."""
     generator = torch.Generator(device=means.device).manual_seed(seed)
+    relation_names = space.relation_names
     out = metrics.clustering(z, labels, means, chol, eval_cfg["qs"])
+    entity_bins = torch.as_tensor(space.bins_of_entity(np.arange(space.num_entities)),
+                                  device=means.device)
+    out.update(metrics.factor_accuracy(z, labels, means, chol, entity_bins,
+                                       space.entity_factors))
     out.update(metrics.relation_latent(move, table, relation_names, means, chol,
                                        eval_cfg["rel_samples"], eval_cfg["q"],
                                        generator=generator))
@@ -171,6 +177,7 @@ def save_decoded(path, pictures: dict, data: Data, table) -> None:
 
 def literature(codes_fit, classes_fit, codes, classes) -> dict:
     """MIG, SAP, DCI, FactorVAE, BetaVAE of codes (n, D) against every ground-truth factor
-    (classes (n, F)); DCI's predictors are fitted on codes_fit / classes_fit."""
+    (classes (n, F)); DCI's predictors are fitted on codes_fit / classes_fit, on as many
+    threads as torch uses (run.threads)."""
     as_numpy = [t.cpu().numpy() for t in (codes_fit, classes_fit, codes, classes)]
-    return disentanglement.scores_from_codes(*as_numpy, seed=0)
+    return disentanglement.scores_from_codes(*as_numpy, seed=0, workers=torch.get_num_threads())

@@ -4,6 +4,8 @@ Codes are assigned to their most likely mixture component; a code is *accepted* 
 when it lies inside that component's chi-square q-ellipsoid (common.gmm.classify).
 
 - cluster_acc@q: accuracy among accepted codes; cluster_accept@q: fraction accepted.
+- factor_acc/<factor>: fraction of codes whose most likely component has the right bin of
+  that entity factor.
 - rel_acc_*: fraction of moved codes whose most likely component is the relation's target,
   counting every code (not only accepted ones, so low acceptance cannot inflate it);
   rel_accept_*: fraction of moved codes accepted at q (0.99 by default).
@@ -26,6 +28,17 @@ def clustering(z, labels, means, chol, qs=QS) -> dict:
         out[f"cluster_acc@{q}"] = float(correct.sum()) / n_acc if n_acc else 0.0
         out[f"cluster_accept@{q}"] = n_acc / max(len(z), 1)
     return out
+
+
+def factor_accuracy(z, labels, means, chol, entity_bins, factor_names) -> dict:
+    """factor_acc/<factor>: fraction of codes (all of them, most likely component, no
+    acceptance) whose predicted entity has the right bin of that entity factor; entity_bins
+    (K, F) the bins of each entity. Read the same way for every kind of prior, so the kinds
+    compare factor by factor."""
+    pred, _ = gmm.classify(z, means, chol, 1.0)
+    hit = entity_bins[pred] == entity_bins[labels]  # (N, F)
+    return {f"factor_acc/{name}": float(hit[:, f].float().mean()) if len(z) else 0.0
+            for f, name in enumerate(factor_names)}
 
 
 def _relation_scores(moved, targets, relation_ids, names, means, chol, q, suffix) -> dict:

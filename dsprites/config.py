@@ -63,6 +63,10 @@ CONFIG = {
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
         "means_lr": 1e-3,  # learning rate of the adaptive means
         "pooling": 0.0,  # covariance shrinkage towards the pooled within-entity covariance
+        # entity: one component per entity (the paper's); modular: one block of the code per
+        # entity factor, one component per bin in each block (prior.py)
+        "kind": "entity",
+        "blocks": [],  # modular: dimensions of each entity factor's block; []: an even split
     },
     "train": {
         "batch_size": 128,
@@ -170,7 +174,7 @@ def validate_method(cfg: dict) -> None:
     choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
                "train.sup_loss": ("nll", "nll+xent"),
                "train.rel_noise": ("independent", "matched"),
-               "prior.warmup": ("normal", "uniform")}
+               "prior.warmup": ("normal", "uniform"), "prior.kind": ("entity", "modular")}
     for dotted, allowed in choices.items():
         section, key = dotted.split(".")
         if cfg[section][key] not in allowed:
@@ -183,6 +187,16 @@ def validate_method(cfg: dict) -> None:
     channels = cfg["model"]["channels"]
     if len(channels) != 4 or not all(configlib.is_int(c) and 1 <= c <= 4096 for c in channels):
         raise UserError(f"model.channels must be four widths in 1..4096, got {channels}")
+    blocks, num_factors = cfg["prior"]["blocks"], len(cfg["entities"]["bins"])
+    z_dim = cfg["model"]["z_dim"]
+    if blocks and (len(blocks) != num_factors or sum(blocks) != z_dim
+                   or not all(configlib.is_int(b) and b >= 1 for b in blocks)):
+        raise UserError(f"prior.blocks must be {num_factors} block sizes >= 1 (one per entity "
+                        f"factor) that add up to model.z_dim = {z_dim}, got {blocks}; [] splits "
+                        "z_dim evenly")
+    if cfg["prior"]["kind"] == "modular" and z_dim < num_factors:
+        raise UserError(f"prior.kind=modular needs model.z_dim >= {num_factors}, one dimension "
+                        f"per entity factor at least; got {z_dim}")
     qs = cfg["eval"]["qs"]
     # metrics.csv, the progress line and the summary read the metrics at q = 0.99
     if not all(isinstance(q, (int, float)) and 0 < q <= 1 for q in qs) or 0.99 not in qs:

@@ -103,9 +103,13 @@ class AbsAE(nn.Module):
 class ReL(nn.Module):
     """Relational learner: R(z, r) -> code of z moved by relation r into the target region."""
 
-    def __init__(self, z_dim: int, num_relations: int, hidden: int):
+    def __init__(self, z_dim: int, num_relations: int, hidden: int, changes=None):
         super().__init__()
         self.num_relations = num_relations
+        # (R, D) bool, the dimensions each relation may change (the modular prior's block of
+        # its factor); None: every dimension
+        self.register_buffer("changes", None if changes is None else changes.bool(),
+                             persistent=False)
         self.net = nn.Sequential(
             nn.Linear(z_dim + num_relations, hidden),
             nn.ReLU(),
@@ -116,11 +120,15 @@ class ReL(nn.Module):
 
     def forward(self, z, relation):
         onehot = F.one_hot(relation, self.num_relations).to(z.dtype)
-        return self.net(torch.cat([z, onehot], dim=1))
+        moved = self.net(torch.cat([z, onehot], dim=1))
+        if self.changes is None:
+            return moved
+        return torch.where(self.changes[relation], moved, z)
 
 
-def build(cfg: dict, space) -> tuple[AbsAE, ReL]:
-    """The AbsAE and the ReL for a config's model sizes, entities and relations."""
+def build(cfg: dict, space, changes=None) -> tuple[AbsAE, ReL]:
+    """The AbsAE and the ReL for a config's model sizes, entities and relations; changes
+    (R, D) bool: the code dimensions each relation may change (None: all)."""
     sizes = cfg["model"]
     z_dim, channels, hidden = sizes["z_dim"], sizes["channels"], sizes["hidden"]
     model = AbsAE(
@@ -128,4 +136,4 @@ def build(cfg: dict, space) -> tuple[AbsAE, ReL]:
         Decoder(IMAGE_CHANNELS, z_dim, channels, hidden),
         Discriminator(z_dim, space.num_entities, sizes["disc_hidden"]),
     )
-    return model, ReL(z_dim, len(space.relation_names), sizes["rel_hidden"])
+    return model, ReL(z_dim, len(space.relation_names), sizes["rel_hidden"], changes)

@@ -1,6 +1,17 @@
 """MPI3D priors: the simple prior of the warm-up (phase 1) and the adaptive Gaussian
-mixture, one component per entity (phases 2-3). The density maths is common/gmm.py."""
+mixture of phases 2-3, of one of two kinds (prior.kind):
 
+- entity: one component per entity (the paper's);
+- modular: the code is split into one block per entity factor, each block has its own mixture
+  with one component per bin of that factor, and an entity's component is the product of its
+  bins' components (Valenti & Bacciu's modular follow-up). A labelled image labels every block
+  at once, so each bin's component is fitted from the labelled codes of every entity that
+  shares the bin.
+
+Both expose one component per entity (means (K, D), chol (K, D, D)), so the losses, ReL and
+every metric read them alike. The density maths is common/gmm.py."""
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,27 +26,9 @@ def warmup_sample(cfg: dict, n: int, device):
     return torch.randn(n, z_dim, device=device)
 
 
-class MixturePrior(nn.Module):
-    """One Gaussian component per entity, uniform weights.
-
-    Means start at each entity's mean labelled code (fit); they are trained by the relational
-    loss when learn_means is set. Covariances stay fixed after fit.
-    """
-
-    def __init__(self, num_entities: int, z_dim: int, learn_means: bool):
-        super().__init__()
-        self.means = nn.Parameter(torch.zeros(num_entities, z_dim), requires_grad=learn_means)
-        self.register_buffer("chol", torch.eye(z_dim).repeat(num_entities, 1, 1))
-        self.register_buffer("fitted", torch.tensor(False))
-
-    @torch.no_grad()
-    def fit(self, z, labels, cov_scale: float, pooling: float = 0.0):
-        """Adaptive prior init (phase 2): components from the encoded labelled set."""
-        means, chol = gmm.fit_components(z, labels, self.means.shape[0], cov_scale,
-                                         pooling=pooling)
-        self.means.copy_(means)
-        self.chol.copy_(chol)
-        self.fitted.fill_(True)
+class Mixture(nn.Module):
+    """What both kinds share: uniform weights over K entity components (self.means (K, D),
+    self.chol (K, D, D)), sampling, whitening, classification."""
 
     def sample(self, components, eps=None, generator=None):
         """One code per entry of components (N,) long; differentiable in the means."""
@@ -59,6 +52,114 @@ class MixturePrior(nn.Module):
         return gmm.min_pairwise_mahalanobis(self.means.detach(), self.chol)
 
 
-def build(cfg: dict, space) -> MixturePrior:
-    """One component per entity; means learnt when prior.learn_means is set."""
-    return MixturePrior(space.num_entities, cfg["model"]["z_dim"], cfg["prior"]["learn_means"])
+class MixturePrior(Mixture):
+    """prior.kind = entity: one Gaussian component per entity.
+
+    Means start at each entity's mean labelled code (fit); they are trained by the relational
+    loss when learn_means is set. Covariances stay fixed after fit.
+    """
+
+    def __init__(self, num_entities: int, z_dim: int, learn_means: bool):
+        super().__init__()
+        self.means = nn.Parameter(torch.zeros(num_entities, z_dim), requires_grad=learn_means)
+        self.register_buffer("chol", torch.eye(z_dim).repeat(num_entities, 1, 1))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit(self, z, labels, cov_scale: float, pooling: float = 0.0):
+        """Adaptive prior init (phase 2): components from the encoded labelled set."""
+        means, chol = gmm.fit_components(z, labels, self.means.shape[0], cov_scale,
+                                         pooling=pooling)
+        self.means.copy_(means)
+        self.chol.copy_(chol)
+        self.fitted.fill_(True)
+
+    def relation_changes(self, space):
+        """Which code dimensions each relation may change: all of them (None)."""
+        return None
+
+
+class ModularPrior(Mixture):
+    """prior.kind = modular: block f of the code (block_dims[f] dimensions) has one component
+    per bin of entity factor f; entity k's component is the product of the components of its
+    bins entity_bins[k], so its mean is their means side by side and its covariance is
+    block-diagonal. Block means are trained like the entity kind's means; block covariances
+    stay fixed after fit."""
+
+    def __init__(self, entity_bins, bin_counts, block_dims, learn_means: bool):
+        super().__init__()
+        self.block_dims = tuple(int(d) for d in block_dims)
+        self.block_means = nn.ParameterList(
+            nn.Parameter(torch.zeros(n, d), requires_grad=learn_means)
+            for n, d in zip(bin_counts, self.block_dims))
+        for f, (n, d) in enumerate(zip(bin_counts, self.block_dims)):
+            self.register_buffer(f"block_chol{f}", torch.eye(d).repeat(n, 1, 1))
+        # (K, F) the bin of every entity factor of each entity: set by the entity table
+        self.register_buffer("entity_bins", torch.as_tensor(entity_bins, dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def block_chols(self) -> list:
+        return [getattr(self, f"block_chol{f}") for f in range(len(self.block_dims))]
+
+    @property
+    def means(self):
+        """(K, D) every entity's mean: its bins' block means side by side."""
+        return torch.cat([m[self.entity_bins[:, f]] for f, m in enumerate(self.block_means)], 1)
+
+    @property
+    def chol(self):
+        """(K, D, D) every entity's block-diagonal Cholesky factor."""
+        k, d = self.entity_bins.shape[0], sum(self.block_dims)
+        chol = self.block_chol0.new_zeros(k, d, d)
+        start = 0
+        for f, block in enumerate(self.block_chols()):
+            end = start + self.block_dims[f]
+            chol[:, start:end, start:end] = block[self.entity_bins[:, f]]
+            start = end
+        return chol
+
+    def blocks(self, z):
+        """z (N, D) split into its blocks, one per entity factor."""
+        return z.split(self.block_dims, dim=-1)
+
+    @torch.no_grad()
+    def fit(self, z, labels, cov_scale: float, pooling: float = 0.0):
+        """Adaptive prior init (phase 2): each block's bin components from the blocks of the
+        encoded labelled codes, every labelled code counting for the bins of its entity."""
+        bins = self.entity_bins[labels]  # (N, F)
+        for f, (part, chol) in enumerate(zip(self.blocks(z), self.block_chols())):
+            means, fitted = gmm.fit_components(part, bins[:, f], chol.shape[0], cov_scale,
+                                               pooling=pooling)
+            self.block_means[f].copy_(means)
+            chol.copy_(fitted)
+        self.fitted.fill_(True)
+
+    def relation_changes(self, space) -> torch.Tensor:
+        """(R, D) bool: a relation changes only the block of the entity factor it moves."""
+        block_of_dim = torch.repeat_interleave(torch.arange(len(self.block_dims)),
+                                               torch.tensor(self.block_dims))
+        return block_of_dim[None, :] == torch.tensor(space.relation_factors)[:, None]
+
+    def classify_blocks(self, z, q: float) -> list:
+        """[(most likely bin (N,), accepted at q (N,) bool)] for every entity factor, each read
+        from its own block alone."""
+        return [gmm.classify(part, m, chol, q)
+                for part, m, chol in zip(self.blocks(z), self.block_means, self.block_chols())]
+
+
+def block_dims(z_dim: int, num_factors: int, blocks: list) -> list:
+    """prior.blocks, or (empty) z_dim split as evenly as it goes, the first blocks the wider."""
+    if blocks:
+        return list(blocks)
+    return [z_dim // num_factors + (f < z_dim % num_factors) for f in range(num_factors)]
+
+
+def build(cfg: dict, space) -> Mixture:
+    """The mixture prior.kind names; means learnt when prior.learn_means is set."""
+    z_dim, learn = cfg["model"]["z_dim"], cfg["prior"]["learn_means"]
+    if cfg["prior"]["kind"] == "modular":
+        entity_bins = space.bins_of_entity(np.arange(space.num_entities))
+        dims = block_dims(z_dim, len(space.bin_counts), cfg["prior"]["blocks"])
+        return ModularPrior(entity_bins, space.bin_counts, dims, learn)
+    return MixturePrior(space.num_entities, z_dim, learn)

@@ -70,8 +70,8 @@ class State:
 
 
 def build_state(cfg: dict, data: Data, device, group=None) -> State:
-    model, rel = networks.build(cfg, data.space)
     prior = priors.build(cfg, data.space)
+    model, rel = networks.build(cfg, data.space, prior.relation_changes(data.space))
     model, rel, prior = model.to(device), rel.to(device), prior.to(device)
     if cfg["train"]["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
@@ -82,7 +82,7 @@ def build_state(cfg: dict, data: Data, device, group=None) -> State:
     group.broadcast_parameters([model, rel, prior])
     rel_groups = [{"params": list(rel.parameters())}]
     if cfg["prior"]["learn_means"]:
-        rel_groups.append({"params": [prior.means], "lr": cfg["prior"]["means_lr"]})
+        rel_groups.append({"params": list(prior.parameters()), "lr": cfg["prior"]["means_lr"]})
     return State(
         model=model,
         rel=rel,
@@ -358,7 +358,7 @@ def evaluate(state, data, cfg, split: str, z=None) -> dict:
     out = {"recon_loss": recon / max(len(z), 1)}
     if bool(prior.fitted):
         out.update(evaluation.latent(z, data.entities[split], rel, prior.means.detach(),
-                                     prior.chol, state.table, data.space.relation_names,
+                                     prior.chol, state.table, data.space,
                                      cfg["eval"], seed=cfg["run"]["seed"]))
         out["min_separation"] = prior.min_separation()
     model.train()

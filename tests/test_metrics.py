@@ -60,6 +60,24 @@ def _identity(z, relation_ids):
 # ---------------------------------------------------------------- clustering
 
 
+def test_factor_accuracy_counts_each_factor_of_the_predicted_entity(mixture, codes):
+    z, labels = codes
+    space = _space()
+    bins = torch.as_tensor(space.bins_of_entity(np.arange(K)))
+    names = space.entity_factors
+    right = metrics.factor_accuracy(z, labels, *mixture, bins, names)
+    assert all(right[f"factor_acc/{n}"] > 0.999 for n in names)
+    # every code labelled as the entity one posY bin further on: posY always wrong, the others
+    # right, since the codes are still classified to their own components
+    shifted = torch.as_tensor(space.bins_of_entity(labels.numpy()))
+    shifted[:, 2] = (shifted[:, 2] + 1) % 3
+    wrong = torch.as_tensor(space.entity_of_bins(shifted.numpy()))
+    out = metrics.factor_accuracy(z, wrong, *mixture, bins, names)
+    assert out["factor_acc/posY"] < 0.001
+    assert out["factor_acc/shape"] > 0.999 and out["factor_acc/posX"] > 0.999
+
+
+
 def test_clustering_keys(codes, mixture):
     z, labels = codes
     out = metrics.clustering(z[:500], labels[:500], *mixture)

@@ -1,0 +1,100 @@
+"""prior.kind = modular: one block of the code per entity factor, one component per bin in each
+block, an entity's component the product of its bins'. Run on every folder's own prior.py and
+model.ReL; one real tiny dSprites run with it."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from common import gmm
+from tests.scripts import FOLDERS, module, run, tiny
+
+
+def _modular(folder, blocks=()):
+    cfg = copy.deepcopy(module(folder, "config").CONFIG)
+    cfg["prior"].update(kind="modular", blocks=list(blocks))
+    space = module(folder, "dataset").entity_space(cfg)
+    return module(folder, "prior").build(cfg, space), space, cfg
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_an_entity_is_the_product_of_its_bins_components(folder):
+    prior, space, cfg = _modular(folder)
+    z_dim, bins = cfg["model"]["z_dim"], space.bins_of_entity(np.arange(space.num_entities))
+    dims = prior.block_dims
+    assert sum(dims) == z_dim and max(dims) - min(dims) <= 1  # the even split
+    torch.manual_seed(0)
+    labels = torch.arange(space.num_entities).repeat_interleave(6)
+    z = torch.randn(len(labels), z_dim) * 2 + torch.randn(space.num_entities, z_dim)[labels]
+    prior.fit(z, labels, cov_scale=0.5)
+
+    # each bin's block mean is the mean block of every labelled code whose entity has that bin
+    for f, part in enumerate(z.split(dims, dim=1)):
+        of_bin = torch.as_tensor(bins[labels.numpy(), f])
+        for b in range(space.bin_counts[f]):
+            assert torch.allclose(prior.block_means[f][b], part[of_bin == b].mean(0), atol=1e-5)
+    # an entity's density is the product of its blocks' densities (block-diagonal covariance)
+    points = torch.randn(50, z_dim) * 3
+    entity = 7
+    joint = gmm.component_log_prob(points, prior.means[entity:entity + 1],
+                                   prior.chol[entity:entity + 1])[:, 0]
+    product = sum(
+        gmm.component_log_prob(part, prior.block_means[f][bins[entity, f]][None],
+                               prior.block_chols()[f][bins[entity, f]][None])[:, 0]
+        for f, part in enumerate(points.split(dims, dim=1)))
+    assert torch.allclose(joint, product, atol=1e-4)
+    off_block = prior.chol[entity][:dims[0], dims[0]:]
+    assert torch.count_nonzero(off_block) == 0
+    # the entity-level classify and each block's own classify agree on well-fitted codes
+    pred, _ = prior.classify(prior.sample(labels), 0.99)
+    by_blocks = torch.stack([b for b, _ in prior.classify_blocks(prior.sample(labels), 0.99)], 1)
+    assert by_blocks.shape == (len(labels), len(dims)) and (pred >= 0).all()
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_a_relation_changes_only_its_factors_block(folder):
+    prior, space, cfg = _modular(folder)
+    changes = prior.relation_changes(space)
+    assert changes.shape == (len(space.relation_names), cfg["model"]["z_dim"])
+    assert changes.sum(1).tolist() == [prior.block_dims[f] for f in space.relation_factors]
+    torch.manual_seed(0)
+    rel = module(folder, "model").ReL(cfg["model"]["z_dim"], len(space.relation_names), 32,
+                                      changes)
+    z = torch.randn(64, cfg["model"]["z_dim"])
+    for r in range(len(space.relation_names)):
+        moved = rel(z, torch.full((64,), r))
+        assert torch.equal(moved[:, ~changes[r]], z[:, ~changes[r]])  # other blocks kept
+        assert (moved[:, changes[r]] - z[:, changes[r]]).abs().min() > 0  # its block moves
+    # the entity kind lets every relation change every dimension
+    entity_prior = module(folder, "prior").build(module(folder, "config").CONFIG, space)
+    assert entity_prior.relation_changes(space) is None
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_modular_block_sizes_are_checked(folder):
+    config = module(folder, "config")
+    cfg = copy.deepcopy(config.CONFIG)
+    cfg["prior"].update(kind="modular", blocks=[cfg["model"]["z_dim"]])
+    with pytest.raises(Exception, match="prior.blocks must be"):
+        config.validate(cfg)
+    factors = len(cfg["entities"]["bins"])
+    blocks = [1] * (factors - 1) + [cfg["model"]["z_dim"] - factors + 1]
+    prior, _, _ = _modular(folder, blocks)
+    assert list(prior.block_dims) == blocks
+
+
+def test_a_modular_run_trains_evaluates_and_resumes_its_blocks(tmp_path):
+    result = run("dsprites", tiny(tmp_path, "modular") + ["prior.kind=modular"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "modular"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for factor in ("shape", "posX", "posY"):
+        assert 0.0 <= metrics[f"test/factor_acc/{factor}"] <= 1.0
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert {"block_means.0", "block_chol2"} <= set(ckpt["prior"])
+    again = run("dsprites", ["--evaluate", str(run_dir)])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
