@@ -96,7 +96,8 @@ ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "data.labelled_mirror_prob": 0.0, "train.rel_codes": False,
               "train.lr_decay_epochs": 0, "run.tensorboard": False,
               "train.checkpoint_every_s": 0.0, "train.recon_object_weight": 0.0,
-              "prior.kind": "entity", "prior.blocks": []}
+              "prior.kind": "entity", "prior.blocks": [],
+              "prior.refit_every": 0}
 
 
 def upgrade(cfg: dict) -> dict:

@@ -66,11 +66,13 @@ class MixturePrior(Mixture):
         self.register_buffer("fitted", torch.tensor(False))
 
     @torch.no_grad()
-    def fit(self, z, labels, cov_scale: float, pooling: float = 0.0):
-        """Adaptive prior init (phase 2): components from the encoded labelled set."""
+    def fit(self, z, labels, cov_scale: float, pooling: float = 0.0, keep_means: bool = False):
+        """Adaptive prior init (phase 2): components from the encoded labelled set; with
+        keep_means, the covariances alone (prior.refit_every), the learnt means kept."""
         means, chol = gmm.fit_components(z, labels, self.means.shape[0], cov_scale,
                                          pooling=pooling)
-        self.means.copy_(means)
+        if not keep_means:
+            self.means.copy_(means)
         self.chol.copy_(chol)
         self.fitted.fill_(True)
 
@@ -124,14 +126,16 @@ class ModularPrior(Mixture):
         return z.split(self.block_dims, dim=-1)
 
     @torch.no_grad()
-    def fit(self, z, labels, cov_scale: float, pooling: float = 0.0):
+    def fit(self, z, labels, cov_scale: float, pooling: float = 0.0, keep_means: bool = False):
         """Adaptive prior init (phase 2): each block's bin components from the blocks of the
-        encoded labelled codes, every labelled code counting for the bins of its entity."""
+        encoded labelled codes, every labelled code counting for the bins of its entity; with
+        keep_means, the covariances alone (prior.refit_every), the learnt means kept."""
         bins = self.entity_bins[labels]  # (N, F)
         for f, (part, chol) in enumerate(zip(self.blocks(z), self.block_chols())):
             means, fitted = gmm.fit_components(part, bins[:, f], chol.shape[0], cov_scale,
                                                pooling=pooling)
-            self.block_means[f].copy_(means)
+            if not keep_means:
+                self.block_means[f].copy_(means)
             chol.copy_(fitted)
         self.fitted.fill_(True)
 

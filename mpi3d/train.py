@@ -157,13 +157,16 @@ def warmup_step(state, data, idx, cfg):
 
 
 @torch.no_grad()
-def init_adaptive_prior(state, data, cfg):
-    """Phase 2: one component per entity, fitted to the encoded labelled images."""
+@torch.no_grad()
+def init_adaptive_prior(state, data, cfg, keep_means: bool = False):
+    """Phase 2: one component per entity, fitted to the encoded labelled images; with
+    keep_means, the covariances alone are fitted again to where the encoder now puts the
+    labelled images (prior.refit_every), the learnt means kept."""
     state.model.eval()
     idx = data.labelled
     z = torch.cat([state.model.encoder(data.batch("train", part)) for part in idx.split(1024)])
     state.prior.fit(z, data.entities["train"][idx], cfg["prior"]["gm_cov"],
-                    cfg["prior"]["pooling"])
+                    cfg["prior"]["pooling"], keep_means=keep_means)
     state.model.train()
 
 
@@ -444,6 +447,13 @@ def restore(state, run: RunFolder, device) -> None:
 # The run
 
 
+def refit_due(state, cfg) -> bool:
+    """Whether the covariances are fitted again before this relational epoch (prior.refit_every
+    epochs after the fit, and every so many after that; never at a resume mid-epoch)."""
+    every, done = cfg["prior"]["refit_every"], state.epoch - cfg["train"]["warmup_epochs"]
+    return every > 0 and state.step == 0 and done > 0 and done % every == 0
+
+
 def phase_of(epoch: int, cfg) -> str:
     return "warmup" if epoch < cfg["train"]["warmup_epochs"] else "relational"
 
@@ -462,6 +472,8 @@ def train(state, data, cfg, run: RunFolder | None, board: Board | None = None,
         state.clock = time.perf_counter()
         if phase == "relational" and not bool(state.prior.fitted):
             init_adaptive_prior(state, data, cfg)
+        elif phase == "relational" and refit_due(state, cfg):
+            init_adaptive_prior(state, data, cfg, keep_means=True)
         train_losses = train_epoch(state, data, cfg, phase, run, signals)
         state.epoch += 1
         count_time(state)

@@ -72,6 +72,9 @@ CONFIG = {
         # entity factor, one component per bin in each block (prior.py)
         "kind": "entity",
         "blocks": [],  # modular: dimensions of each entity factor's block; []: an even split
+        # relational epochs between fits of the covariances to the encoded labelled images,
+        # the learnt means kept; 0: fixed after the first fit (the paper)
+        "refit_every": 0,
         "learn_means": True,  # adaptive means, trained by the relational loss
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
         # learning rate of the adaptive means: after a short RGB warm-up the entities start
@@ -179,6 +182,7 @@ RANGES = {
     "train.checkpoint_every_s": (0.0, 1e9), "train.recon_object_weight": (0.0, 1e6),
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
+    "prior.refit_every": (0, 10**6),
     "eval.q": (configlib.POSITIVE, 1.0), "eval.rel_samples": (1, 10**5),
     "eval.classifier_steps": (1, 10**7),
 }

@@ -4,6 +4,7 @@ model.ReL; one real tiny dSprites run with it."""
 
 import copy
 import json
+import math
 
 import numpy as np
 import pytest
@@ -86,8 +87,36 @@ def test_modular_block_sizes_are_checked(folder):
     assert list(prior.block_dims) == blocks
 
 
+@pytest.mark.parametrize("kind", ["entity", "modular"])
+def test_a_refit_moves_the_covariances_to_the_codes_and_keeps_the_learnt_means(kind):
+    cfg = copy.deepcopy(module("shapes3d", "config").CONFIG)
+    cfg["prior"]["kind"] = kind
+    space = module("shapes3d", "dataset").entity_space(cfg)
+    prior = module("shapes3d", "prior").build(cfg, space)
+    torch.manual_seed(0)
+    labels = torch.arange(space.num_entities).repeat_interleave(5)
+    # codes with the modular structure: an entity's centre is its bins' centres side by side
+    bins = torch.as_tensor(space.bins_of_entity(np.arange(space.num_entities)))
+    dims = module("shapes3d", "prior").block_dims(10, len(space.bin_counts), [])
+    centres = torch.cat([torch.randn(n, d)[bins[:, f]] * 5
+                         for f, (n, d) in enumerate(zip(space.bin_counts, dims))], 1)
+    prior.fit(centres[labels] + torch.randn(len(labels), 10), labels, cov_scale=1.0)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(0.1)  # as the relational loss moves them
+    learnt = prior.means.detach().clone()
+    # the encoder has drawn the codes 4 times tighter about their centres
+    tight = centres[labels] + 0.25 * torch.randn(len(labels), 10)
+    before = torch.logdet(prior.chol[0] @ prior.chol[0].T)
+    prior.fit(tight, labels, cov_scale=1.0, keep_means=True)
+    assert torch.equal(prior.means.detach(), learnt)
+    after = torch.logdet(prior.chol[0] @ prior.chol[0].T)
+    assert after < before - 10 * math.log(2)  # each of 10 variances at least 4 times smaller
+
+
 def test_a_modular_run_trains_evaluates_and_resumes_its_blocks(tmp_path):
-    result = run("dsprites", tiny(tmp_path, "modular") + ["prior.kind=modular"])
+    result = run("dsprites", tiny(tmp_path, "modular", epochs=(1, 3))
+                 + ["prior.kind=modular", "prior.refit_every=1"])
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "runs" / "modular"
     metrics = json.loads((run_dir / "metrics.json").read_text())
