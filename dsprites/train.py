@@ -160,12 +160,15 @@ def warmup_step(state, data, idx, cfg):
 def init_adaptive_prior(state, data, cfg, keep_means: bool = False):
     """Phase 2: one component per entity, fitted to the encoded labelled images; with
     keep_means, the covariances alone are fitted again to where the encoder now puts the
-    labelled images (prior.refit_every), the learnt means kept."""
+    labelled images (prior.refit_every), at their own spread (not prior.gm_cov times it:
+    the codes follow the prior, so a scale below 1 would shrink it at every refit), the
+    learnt means kept."""
     state.model.eval()
     idx = data.labelled
     z = torch.cat([state.model.encoder(data.batch("train", part)) for part in idx.split(1024)])
-    state.prior.fit(z, data.entities["train"][idx], cfg["prior"]["gm_cov"],
-                    cfg["prior"]["pooling"], keep_means=keep_means)
+    scale = 1.0 if keep_means else cfg["prior"]["gm_cov"]
+    state.prior.fit(z, data.entities["train"][idx], scale, cfg["prior"]["pooling"],
+                    keep_means=keep_means)
     state.model.train()
 
 

@@ -68,8 +68,8 @@ CONFIG = {
         # entity factor, one component per bin in each block (prior.py)
         "kind": "entity",
         "blocks": [],  # modular: dimensions of each entity factor's block; []: an even split
-        # relational epochs between fits of the covariances to the encoded labelled images,
-        # the learnt means kept; 0: fixed after the first fit (the paper)
+        # relational epochs between fits of the covariances to the encoded labelled images
+        # (at their own spread), the learnt means kept; 0: fixed after the first fit (paper)
         "refit_every": 0,
         "learn_means": True,  # adaptive means, trained by the relational loss
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart

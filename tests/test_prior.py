@@ -115,7 +115,7 @@ def test_a_refit_moves_the_covariances_to_the_codes_and_keeps_the_learnt_means(k
 
 
 def test_a_modular_run_trains_evaluates_and_resumes_its_blocks(tmp_path):
-    result = run("dsprites", tiny(tmp_path, "modular", epochs=(1, 3))
+    result = run("dsprites", tiny(tmp_path, "modular")
                  + ["prior.kind=modular", "prior.refit_every=1"])
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "runs" / "modular"
