@@ -56,7 +56,7 @@ class MixturePrior(Mixture):
     """prior.kind = entity: one Gaussian component per entity.
 
     Means start at each entity's mean labelled code (fit); they are trained by the relational
-    loss when learn_means is set. Covariances stay fixed after fit.
+    loss when learn_means is set. Covariances stay as fitted until a refit (prior.refit_every).
     """
 
     def __init__(self, num_entities: int, z_dim: int, learn_means: bool):
@@ -86,7 +86,7 @@ class ModularPrior(Mixture):
     per bin of entity factor f; entity k's component is the product of the components of its
     bins entity_bins[k], so its mean is their means side by side and its covariance is
     block-diagonal. Block means are trained like the entity kind's means; block covariances
-    stay fixed after fit."""
+    stay as fitted until a refit (prior.refit_every)."""
 
     def __init__(self, entity_bins, bin_counts, block_dims, learn_means: bool):
         super().__init__()
@@ -144,12 +144,6 @@ class ModularPrior(Mixture):
         block_of_dim = torch.repeat_interleave(torch.arange(len(self.block_dims)),
                                                torch.tensor(self.block_dims))
         return block_of_dim[None, :] == torch.tensor(space.relation_factors)[:, None]
-
-    def classify_blocks(self, z, q: float) -> list:
-        """[(most likely bin (N,), accepted at q (N,) bool)] for every entity factor, each read
-        from its own block alone."""
-        return [gmm.classify(part, m, chol, q)
-                for part, m, chol in zip(self.blocks(z), self.block_means, self.block_chols())]
 
 
 def block_dims(z_dim: int, num_factors: int, blocks: list) -> list:

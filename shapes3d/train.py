@@ -157,7 +157,6 @@ def warmup_step(state, data, idx, cfg):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def init_adaptive_prior(state, data, cfg, keep_means: bool = False):
     """Phase 2: one component per entity, fitted to the encoded labelled images; with
     keep_means, the covariances alone are fitted again to where the encoder now puts the
@@ -515,8 +514,9 @@ DECODED = "decoded.npz"  # the pictures the decoded metrics read (evaluation.sav
 
 def finish(state, data, cfg, run: RunFolder) -> dict:
     """Every final metric (metrics.json), the decoded test pictures (decoded.npz), every
-    picture and report.md, then the `finished` marker. A run stopped before its last epoch (--evaluate of it) gets metrics_partial.json
-    instead, and no marker: its numbers are never taken for a finished run's."""
+    picture and report.md, then the `finished` marker. A run stopped before its last epoch
+    (--evaluate of it) gets metrics_partial.json instead, and no marker: its numbers are never
+    taken for a finished run's."""
     results, pictures = final_metrics(state, data, cfg)
     results["wall_time_s"] = state.elapsed_s
     results["epochs"] = state.epoch
