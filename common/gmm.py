@@ -66,6 +66,16 @@ def mixture_log_prob(z, means, chol):
     return torch.logsumexp(component_log_prob(z, means, chol), dim=1) - math.log(means.shape[0])
 
 
+def assign(z, means, chol):
+    """Most likely component of each code and the code's squared Mahalanobis distance to it:
+    (component (N,) long, distance (N,)). Whether a code is accepted at any q follows from the
+    distance (classify), so one assignment serves every q."""
+    maha = mahalanobis_sq(z, means, chol)
+    logp = -0.5 * (maha + log_det(chol)[None])
+    component = logp.argmax(dim=1)
+    return component, maha.gather(1, component[:, None]).squeeze(1)
+
+
 def classify(z, means, chol, q: float):
     """Most likely component of each code, and whether it lies inside that component's q-ellipsoid.
 
@@ -73,11 +83,8 @@ def classify(z, means, chol, q: float):
     Mahalanobis distance to its assigned component is at most chi2_D(q), so q means the same at
     every latent size and scale.
     """
-    maha = mahalanobis_sq(z, means, chol)
-    logp = -0.5 * (maha + log_det(chol)[None])
-    component = logp.argmax(dim=1)
-    assigned = maha.gather(1, component[:, None]).squeeze(1)
-    return component, assigned <= chi2_threshold(q, means.shape[1])
+    component, distance = assign(z, means, chol)
+    return component, distance <= chi2_threshold(q, means.shape[1])
 
 
 def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: float = 0.1,

@@ -21,8 +21,9 @@ QS = (0.5, 0.9, 0.99, 0.999, 1.0)
 def clustering(z, labels, means, chol, qs=QS) -> dict:
     """Clustering accuracy and acceptance of encoded images at each confidence q."""
     out = {}
+    pred, distance = gmm.assign(z, means, chol)
     for q in qs:
-        pred, accepted = gmm.classify(z, means, chol, q)
+        accepted = distance <= gmm.chi2_threshold(q, means.shape[1])
         correct = (pred == labels) & accepted
         n_acc = int(accepted.sum())
         out[f"cluster_acc@{q}"] = float(correct.sum()) / n_acc if n_acc else 0.0

@@ -96,7 +96,7 @@ class AbsAE(nn.Module):
     @torch.no_grad()
     def decode_images(self, z, chunk: int = 1024):
         """Codes (N, D) -> pictures (N, C, 64, 64) in [0, 1], in chunks."""
-        return torch.cat([torch.sigmoid(self.decoder(z[i:i + chunk]))
+        return torch.cat([torch.sigmoid(self.decoder(z[i:i + chunk]).float())
                           for i in range(0, len(z), chunk)])
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from common import gmm, plots
-from common.evaluation import encode
 from common.schedule import decay_start
 
 # Readable names of each entity factor's bins, used where the config keeps the default bins.
@@ -111,8 +110,9 @@ def board_pictures(board, epoch: int, model, rel, data) -> None:
 
 
 @torch.no_grad()
-def write_pictures(run, model, rel, prior, data, cfg, results) -> None:
-    """Every picture listed above, into run.path."""
+def write_pictures(run, model, rel, prior, data, cfg, results, z) -> None:
+    """Every picture listed above, into run.path; z: the test split's codes (final_metrics
+    has them already)."""
     model.eval()
     rel.eval()
     out, names, source = run.path, entity_names(data.space), showcase(data)
@@ -126,7 +126,6 @@ def write_pictures(run, model, rel, prior, data, cfg, results) -> None:
         marks=phase_marks(cfg["train"]))
 
     labels = data.entities["test"]
-    z = encode(model.encoder, data, "test")
     plots.latent_scatter(z.cpu().numpy(), labels.cpu().numpy(), prior.means.detach().cpu().numpy(),
                          out / "latent_space.png", names=names)
 

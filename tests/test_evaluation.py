@@ -10,6 +10,8 @@ same oracle with an identity ReL must score 0 (every default relation changes th
 
 import copy
 import json
+import threading
+import zipfile
 
 import numpy as np
 import pytest
@@ -187,6 +189,10 @@ def test_decoded_npz_holds_what_was_scored_so_another_judge_gets_the_same_number
     table = torch.as_tensor(data.space.table)
     evaluation.save_decoded(tmp_path / "decoded.npz", pictures, data, table)
     saved = np.load(tmp_path / "decoded.npz")
+    with zipfile.ZipFile(tmp_path / "decoded.npz") as archive:  # deflated, as savez_compressed
+        assert {m.compress_type for m in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+    assert (tmp_path / "decoded.npz").stat().st_size < 0.5 * sum(
+        saved[k].nbytes for k in ("images", "recon", "moved"))
     n, relations = len(data.entities["test"]), len(data.space.relation_names)
     assert saved["moved"].shape == (relations, n, 64, 64, 1) and saved["moved"].dtype == np.uint8
     assert list(saved["relation_names"]) == list(data.space.relation_names)
@@ -199,6 +205,24 @@ def test_decoded_npz_holds_what_was_scored_so_another_judge_gets_the_same_number
         entity = classifier.entity_of(pred, heads, data.space.bin_counts).numpy()
         assert (entity == saved["targets"][r]).mean() == pytest.approx(
             scores[f"rel_acc_decoded/{name}"], abs=1e-6), name
+
+
+def test_in_background_runs_beside_the_body_and_raises_its_error_when_asked():
+    body_started = threading.Event()
+
+    def waits_for_the_body():  # returns only if it runs while the body does
+        return body_started.wait(timeout=10)
+
+    with evaluation.in_background(waits_for_the_body) as future:
+        body_started.set()
+        assert future.result() is True
+
+    def fails():
+        raise OSError("no space left on device")
+
+    with pytest.raises(OSError, match="no space left"):
+        with evaluation.in_background(fails) as future:
+            future.result()
 
 
 def test_entity_of_is_the_mixed_radix_of_the_entity_heads():

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -371,6 +372,30 @@ def test_foreign_run_files_are_refused_in_one_line(tmp_path, capsys):
     code, lines = resume()
     assert code == 2 and len(lines) == 1 and "does not fit the run's config.json" in lines[0]
     assert "size mismatch" in lines[0], lines
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_decoded_metrics_draw_in_bf16_within_a_few_levels_of_fp32(folder):
+    """train.draw decodes for the decoded metrics in the training precision; under bf16
+    autocast its uint8 pictures stay within a few of 255 levels of the fp32 ones."""
+    from common import config as configlib
+    from common.evaluation import to_uint8
+    config = module(folder, "config")
+    cfg = configlib.resolve(config.CONFIG, config.PRESETS, "tiny", ["train.amp=bf16"])
+    train = module(folder, "train")
+    torch.manual_seed(0)
+    state = train.build_state(cfg, SimpleNamespace(space=module(folder, "dataset")
+                                                   .entity_space(cfg)), "cpu")
+    state.model.eval()
+    z = 2 * torch.randn(256, cfg["model"]["z_dim"])
+    assert state.amp
+    bf16 = to_uint8(train.draw(state, z)).int()
+    state.amp = False
+    fp32 = to_uint8(train.draw(state, z)).int()
+    diff = (bf16 - fp32).abs()
+    assert diff.max() > 0  # the precision switch acts
+    assert diff.float().mean() < 0.5 and (diff <= 3).float().mean() > 0.999, \
+        (diff.float().mean(), diff.max())
 
 
 def test_metrics_json_holds_strict_json(tmp_path):
