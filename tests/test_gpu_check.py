@@ -1,0 +1,51 @@
+"""bench/gpu_check.sh on a machine without CUDA: it stops at once, exit 3, with one line that
+says it needs CUDA (never a silent pass, never a half-run check). Where the machine has a GPU
+the fakes below hide it: a failing nvidia-smi, then CUDA_VISIBLE_DEVICES=""."""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "gpu_check.sh"
+
+
+def fake_nvidia_smi(folder: Path, code: int) -> dict:
+    """The environment with an nvidia-smi that exits with `code` first on PATH."""
+    folder.mkdir()
+    (folder / "nvidia-smi").write_text(f"#!/bin/sh\nexit {code}\n")
+    (folder / "nvidia-smi").chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
+def gpu_check(env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    began = time.perf_counter()
+    result = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)
+    return result, time.perf_counter() - began
+
+
+def test_without_a_gpu_it_stops_at_once_with_one_line(tmp_path):
+    result, seconds = gpu_check(fake_nvidia_smi(tmp_path / "bin", code=9))
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert result.stdout == "", result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "bench/gpu_check.sh needs CUDA: nvidia-smi finds no NVIDIA GPU on this machine; "
+        "run it on a GPU machine"]
+    assert seconds < 5  # before installing anything
+
+
+def test_when_torch_sees_no_cuda_it_stops_before_any_step_with_one_line(tmp_path):
+    if not list((REPO / ".venv").glob(".installed-*")):
+        pytest.skip("needs the Makefile's .venv (make test makes it)")
+    env = {**fake_nvidia_smi(tmp_path / "bin", code=0), "CUDA_VISIBLE_DEVICES": ""}
+    results_before = sorted((REPO / "bench" / "results").iterdir())
+    result, _ = gpu_check(env)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs CUDA: torch.cuda.is_available() is False" in lines[0], lines
+    assert sorted((REPO / "bench" / "results").iterdir()) == results_before  # no JSON written
