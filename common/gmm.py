@@ -137,6 +137,30 @@ def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: 
     return means, torch.linalg.cholesky(cov)
 
 
+def covariances_about(z, labels, means, shrinkage: float = 0.1):
+    """Cholesky factors (K, D, D) of each component's covariance about the given means (K, D):
+    Sigma_k = mean over the codes labelled k of (z - mu_k)(z - mu_k)^T, the maximum-likelihood
+    covariance of a component whose mean is fixed (the M-step of EM with learnt means). A
+    component with fewer than two codes takes the pooled covariance of the others; each is
+    shrunk towards a scaled identity as in fit_components. Computed in float64."""
+    num_components, dim = means.shape
+    counts = torch.bincount(labels, minlength=num_components)
+    if (counts < 2).all():
+        raise UserError("at least one component needs two codes to estimate its covariance")
+    diff = (z - means[labels]).double()  # (N, D)
+    outer = diff[:, :, None] * diff[:, None, :]  # (N, D, D)
+    cov = torch.zeros(num_components, dim, dim, dtype=torch.float64, device=z.device)
+    cov.index_add_(0, labels, outer)
+    few = counts < 2
+    pooled = cov[~few].sum(0) / counts[~few].sum()
+    cov = cov / counts.clamp_min(1)[:, None, None].double()
+    cov[few] = pooled
+    trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
+    eye = torch.eye(dim, dtype=torch.float64, device=z.device)
+    cov = (1 - shrinkage) * cov + shrinkage * (trace / dim)[:, None, None] * eye + 1e-6 * eye
+    return torch.linalg.cholesky(cov).to(z.dtype)
+
+
 def min_pairwise_mahalanobis(means, chol) -> float:
     """Smallest Mahalanobis distance from any component's mean to another's (collapse guard)."""
     maha = mahalanobis_sq(means, means, chol)  # [i, k]: mean i under component k

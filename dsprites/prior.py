@@ -76,6 +76,12 @@ class MixturePrior(Mixture):
         self.chol.copy_(chol)
         self.fitted.fill_(True)
 
+    @torch.no_grad()
+    def calibrate(self, z, labels):
+        """The covariances fitted to codes z (N, D) with components labels (N,) about the
+        learnt means (prior.calibrate_epochs); the means kept."""
+        self.chol.copy_(gmm.covariances_about(z, labels, self.means.detach()))
+
     def relation_changes(self, space):
         """Which code dimensions each relation may change: all of them (None)."""
         return None
@@ -138,6 +144,14 @@ class ModularPrior(Mixture):
                 self.block_means[f].copy_(means)
             chol.copy_(fitted)
         self.fitted.fill_(True)
+
+    @torch.no_grad()
+    def calibrate(self, z, labels):
+        """Each block's bin covariances fitted to the blocks of codes z (N, D) with entity
+        labels (N,), about the learnt block means (prior.calibrate_epochs); the means kept."""
+        bins = self.entity_bins[labels]  # (N, F)
+        for f, (part, chol) in enumerate(zip(self.blocks(z), self.block_chols())):
+            chol.copy_(gmm.covariances_about(part, bins[:, f], self.block_means[f].detach()))
 
     def relation_changes(self, space) -> torch.Tensor:
         """(R, D) bool: a relation changes only the block of the entity factor it moves."""

@@ -71,6 +71,10 @@ CONFIG = {
         # relational epochs between fits of the covariances to the encoded labelled images
         # (at their own spread), the learnt means kept; 0: fixed after the first fit (paper)
         "refit_every": 0,
+        # the last relational epochs, each begun by calibrating the covariances to where the
+        # encoder puts the training images, about the learnt means (train.py); 0: never
+        "calibrate_epochs": 0,
+        "calibrate_images": 10000,  # unlabelled training images a calibration reads
         "learn_means": True,  # adaptive means, trained by the relational loss
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
         # learning rate of the adaptive means: after a short RGB warm-up the entities start
@@ -97,6 +101,10 @@ CONFIG = {
         "sup_weight": 20.0,  # weight of the supervised term (sup_loss); 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
         "sup_loss": "nll+xent",  # nll | nll+xent (also pushes labelled codes off other components)
+        # weight of the supervised term on confidently classified unlabelled codes, each
+        # labelled with its most likely component (self-training); 0: off
+        "pseudo_weight": 0.0,
+        "pseudo_confidence": 0.95,  # mixture posterior from which an unlabelled code counts
         "rel_noise": "matched",  # target sample's noise: independent (paper) | matched
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
@@ -177,6 +185,8 @@ RANGES = {
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6),
+    "prior.calibrate_epochs": (0, 10**6), "prior.calibrate_images": (1, 10**8),
+    "train.pseudo_weight": (0.0, 1e38), "train.pseudo_confidence": (configlib.POSITIVE, 1.0),
     "eval.q": (configlib.POSITIVE, 1.0), "eval.rel_samples": (1, 10**5),
     "eval.classifier_steps": (1, 10**7),
 }

@@ -115,8 +115,8 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     images/inputs: clean and augmented images (N, C, 64, 64), this rank's share; the first
     n_recon are reconstructed. slots (N,): discriminator slot of each code (entity or K =
     unlabelled); real (M, D) prior samples with real_slots (M,). supervised: optional
-    f(codes of images[n_recon:]) -> an extra encoder loss. Returns the losses and the codes of
-    images[n_recon:] (detached).
+    f(codes of all N images) -> {name: extra encoder loss}, each weighed by
+    train.<name>_weight. Returns the losses and the codes of images[n_recon:] (detached).
     """
     model, group = state.model, state.group
     z = train_forward(state, model.encoder, inputs)
@@ -134,8 +134,9 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     total = recon + cfg["train"]["adv_weight"] * g_loss
     out = {"recon": recon, "disc": d_loss, "gen": g_loss}
     if supervised is not None:
-        out["sup"] = supervised(z[n_recon:])
-        total = total + cfg["train"]["sup_weight"] * out["sup"]
+        for name, value in supervised(z).items():
+            out[name] = value
+            total = total + cfg["train"][f"{name}_weight"] * value
     state.ae_opt.zero_grad(set_to_none=True)
     total.backward()
     group.average_gradients(model.autoencoder_parameters())
@@ -165,11 +166,47 @@ def init_adaptive_prior(state, data, cfg, keep_means: bool = False):
     learnt means kept."""
     state.model.eval()
     idx = data.labelled
-    z = torch.cat([state.model.encoder(data.batch("train", part)) for part in idx.split(1024)])
     scale = 1.0 if keep_means else cfg["prior"]["gm_cov"]
-    state.prior.fit(z, data.entities["train"][idx], scale, cfg["prior"]["pooling"],
-                    keep_means=keep_means)
+    state.prior.fit(encode_train(state, data, idx), data.entities["train"][idx], scale,
+                    cfg["prior"]["pooling"], keep_means=keep_means)
     state.model.train()
+
+
+# EM rounds of a calibration: each assigns the unlabelled codes under the covariances the
+# last one fitted (the first, under the training's thin ones); a third changes little
+CALIBRATION_ROUNDS = 3
+
+
+@torch.no_grad()
+def calibrate_prior(state, data, cfg):
+    """The components' covariances fitted to where the encoder puts the training images, about
+    the learnt means (prior.calibrate_epochs): the labelled images count for their entity, up
+    to prior.calibrate_images others for their most likely component (hard EM), so the
+    components describe the codes of every image and not only the few labelled ones."""
+    state.model.eval()
+    labelled = encode_train(state, data, data.labelled)
+    others = encode_train(state, data, unlabelled_sample(data, cfg["prior"]["calibrate_images"],
+                                                         seed=cfg["run"]["seed"] + state.epoch))
+    z = torch.cat([labelled, others])
+    for _ in range(CALIBRATION_ROUNDS):
+        assigned = state.prior.classify(others, 1.0)[0]
+        state.prior.calibrate(z, torch.cat([data.entities["train"][data.labelled], assigned]))
+    state.model.train()
+
+
+def encode_train(state, data, idx) -> torch.Tensor:
+    """(n, D) codes of the training images at positions idx (n,), in chunks."""
+    return torch.cat([state.model.encoder(data.batch("train", part)) for part in idx.split(1024)])
+
+
+def unlabelled_sample(data, n: int, seed: int) -> torch.Tensor:
+    """Positions of up to n training images outside the labelled set, drawn with their own
+    seed (the training's random stream is untouched)."""
+    free = torch.ones(len(data.images["train"]), dtype=torch.bool)
+    free[data.labelled.cpu()] = False
+    positions = torch.nonzero(free).squeeze(1)
+    order = torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))
+    return positions[order[:n]].sort().values.to(data.labelled.device)
 
 
 def relational_step(state, data, idx, cfg):
@@ -190,9 +227,16 @@ def relational_step(state, data, idx, cfg):
     x, x_in, z_mix = shard(x), shard(x_in), shard(z_mix)
     x_lab, x_lab_in, y_lab, z_own = shard(x_lab), shard(x_lab_in), shard(y_lab), shard(z_own)
 
-    def supervised(z_lab):
-        return loss.supervised(z_lab, y_lab, prior.means.detach(), prior.chol,
-                               cfg["train"]["sup_loss"])
+    def supervised(z):
+        """The labelled codes' term and, with train.pseudo_weight, the confident unlabelled
+        codes' (self-training); z: the unlabelled codes, then the labelled ones."""
+        means, kind, terms = prior.means.detach(), cfg["train"]["sup_loss"], {}
+        if cfg["train"]["sup_weight"] > 0:
+            terms["sup"] = loss.supervised(z[len(x):], y_lab, means, prior.chol, kind)
+        if cfg["train"]["pseudo_weight"] > 0:
+            terms["pseudo"] = loss.pseudo_labelled(z[:len(x)], means, prior.chol,
+                                                   cfg["train"]["pseudo_confidence"], kind)
+        return terms
 
     unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
     out, z_lab = adversarial_autoencoder_step(
@@ -201,7 +245,8 @@ def relational_step(state, data, idx, cfg):
         slots=torch.cat([unlabelled, y_lab]),
         real=torch.cat([z_mix, z_own]), real_slots=torch.cat([unlabelled, y_lab]),
         n_recon=len(x),
-        supervised=supervised if cfg["train"]["sup_weight"] > 0 else None,
+        supervised=supervised if cfg["train"]["sup_weight"] + cfg["train"]["pseudo_weight"] > 0
+        else None,
     )
     codes = (z_lab, y_lab) if cfg["train"]["rel_codes"] else None
     for _ in range(cfg["train"]["rel_steps"]):
@@ -462,6 +507,13 @@ def restore(state, run: RunFolder, device) -> None:
 # The run
 
 
+def calibration_due(state, cfg) -> bool:
+    """Whether the covariances are calibrated before this epoch: one of the last
+    prior.calibrate_epochs relational epochs (never at a resume mid-epoch)."""
+    last = min(cfg["prior"]["calibrate_epochs"], cfg["train"]["relational_epochs"])
+    return state.step == 0 and total_epochs(cfg) - last <= state.epoch < total_epochs(cfg)
+
+
 def refit_due(state, cfg) -> bool:
     """Whether the covariances are fitted again before this relational epoch (prior.refit_every
     epochs after the fit, and every so many after that; never at a resume mid-epoch)."""
@@ -489,6 +541,8 @@ def train(state, data, cfg, run: RunFolder | None, board: Board | None = None,
             init_adaptive_prior(state, data, cfg)
         elif phase == "relational" and refit_due(state, cfg):
             init_adaptive_prior(state, data, cfg, keep_means=True)
+        if phase == "relational" and calibration_due(state, cfg):
+            calibrate_prior(state, data, cfg)
         train_losses = train_epoch(state, data, cfg, phase, run, signals)
         state.epoch += 1
         count_time(state)

@@ -331,3 +331,36 @@ def test_principal_axes_rebuild_the_covariance_widest_first():
     rebuilt = axes @ torch.diag_embed(sd.pow(2)) @ axes.transpose(1, 2)
     assert torch.allclose(rebuilt, cov, atol=1e-4)
     assert torch.allclose(axes.transpose(1, 2) @ axes, torch.eye(4).expand(3, 4, 4), atol=1e-5)
+
+
+def test_covariances_about_given_means_are_the_second_moments_about_them():
+    torch.manual_seed(0)
+    z, labels = torch.randn(40, 3), torch.arange(2).repeat(20)
+    means = torch.tensor([[0.5, 0.0, 0.0], [0.0, -1.0, 2.0]])
+    chol = gmm.covariances_about(z, labels, means, shrinkage=0.0)
+    for k in range(2):
+        diff = (z[labels == k] - means[k]).double()
+        want = diff.T @ diff / len(diff) + 1e-6 * torch.eye(3, dtype=torch.float64)
+        assert torch.allclose((chol[k] @ chol[k].T).double(), want, atol=1e-5)
+
+
+def test_covariances_about_a_shifted_mean_hold_the_shift():
+    """Codes drawn from N(0, I) seen from a mean 2 units off along x: the x variance is 1 + 4,
+    so a component kept at a learnt mean that the codes have left still holds them."""
+    torch.manual_seed(0)
+    z = torch.randn(20000, 2)
+    chol = gmm.covariances_about(z, torch.zeros(20000, dtype=torch.long),
+                                 torch.tensor([[2.0, 0.0]]), shrinkage=0.0)
+    cov = chol[0] @ chol[0].T
+    assert cov[0, 0].item() == pytest.approx(5.0, rel=0.03)
+    assert cov[1, 1].item() == pytest.approx(1.0, rel=0.03)
+
+
+def test_covariances_about_give_a_lone_code_the_pooled_covariance():
+    torch.manual_seed(0)
+    z = torch.cat([torch.randn(30, 2) * 2, torch.tensor([[9.0, 9.0]])])
+    labels = torch.cat([torch.zeros(30, dtype=torch.long), torch.ones(1, dtype=torch.long)])
+    chol = gmm.covariances_about(z, labels, torch.tensor([[0.0, 0.0], [9.0, 9.0]]))
+    assert torch.allclose(chol[1], chol[0])
+    with pytest.raises(UserError, match="two codes"):
+        gmm.covariances_about(z[-1:], labels[-1:], torch.zeros(2, 2))

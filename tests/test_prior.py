@@ -123,3 +123,31 @@ def test_a_modular_run_trains_evaluates_and_resumes_its_blocks(tmp_path):
     again = run("dsprites", ["--evaluate", str(run_dir)])
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+
+
+@pytest.mark.parametrize("kind", ["entity", "modular"])
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_calibration_makes_acceptance_at_q_about_q_and_keeps_the_learnt_means(folder, kind):
+    """Components fitted to 5 codes each accept far fewer than q of the codes their entities
+    really spread over; calibrated to the codes about the learnt means they accept about q."""
+    cfg = copy.deepcopy(module(folder, "config").CONFIG)
+    cfg["prior"]["kind"] = kind
+    space = module(folder, "dataset").entity_space(cfg)
+    prior = module(folder, "prior").build(cfg, space)
+    torch.manual_seed(0)
+    bins = torch.as_tensor(space.bins_of_entity(np.arange(space.num_entities)))
+    dims = module(folder, "prior").block_dims(10, len(space.bin_counts), [])
+    centres = torch.cat([torch.randn(n, d)[bins[:, f]] * 20
+                         for f, (n, d) in enumerate(zip(space.bin_counts, dims))], 1)
+    few = torch.arange(space.num_entities).repeat_interleave(5)
+    prior.fit(centres[few] + 0.3 * torch.randn(len(few), 10), few, cov_scale=0.5)
+    learnt = prior.means.detach().clone()
+    many = torch.arange(space.num_entities).repeat_interleave(400)
+    codes = centres[many] + torch.randn(len(many), 10)  # where the encoder puts every image
+    thin = prior.classify(codes, 0.9)[1].float().mean().item()
+    prior.calibrate(codes, many)
+    assert torch.equal(prior.means.detach(), learnt)
+    component, accepted = prior.classify(codes, 0.9)
+    assert thin < 0.2
+    assert accepted.float().mean().item() == pytest.approx(0.9, abs=0.03)
+    assert (component == many).float().mean().item() > 0.99
