@@ -5,6 +5,7 @@
     python sweep.py dsprites --jobs 2                         # two runs at once (1 thread each)
     python sweep.py dsprites --shard 1/3                      # this machine's third of the runs
     python sweep.py dsprites --collect                        # only gather and plot
+    python sweep.py dsprites --compare runs/sweep-a runs/sweep-b --out runs/a-vs-b  # one plot
     python sweep.py dsprites --preset paper                   # every run from a config preset
 
 Each run is the real <dataset>/train.py with run.seed and data.labelled_per_entity set, in
@@ -18,11 +19,14 @@ started at any time agree on who owns what. Each run is claimed through a lock
 (<out>/.budget<B>-seed<S>.claim, then the run folder's own lock: common/runlog.py): a run
 that another live process holds is skipped and reported, never resumed beside it.
 
-At the end: sweep.csv (one row per finished run), summary.json (mean and standard deviation
-over seeds) and sweep.png (each metric against the budget).
+At the end: sweep.csv (one row per finished run, with the labelled fraction of the training
+images), summary.json (mean and standard deviation over seeds) and sweep.png (each metric
+against the labelled fraction). --compare draws the sweep.csv of several finished sweeps (of
+one dataset, e.g. prior.kind=entity and =modular) in one compare.png, one colour each.
 """
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -40,8 +44,8 @@ from common import plots  # noqa: E402
 from common.runlog import FINISHED, LOCK, FileLock  # noqa: E402
 
 DATASETS = sorted(path.parent.name for path in REPO.glob("*/train.py"))  # every dataset folder
-METRICS = ("test/cluster_acc@0.99", "test/cluster_accept@0.99", "test/rel_acc_latent",
-           "test/rel_acc_data", "test/rel_acc_decoded", "test/component_acc_decoded",
+METRICS = ("test/cluster_acc@0.99", "test/cluster_accept@0.99", "test/cluster_acc@1.0",
+           "test/rel_acc_latent", "test/rel_acc_data", "test/rel_acc_decoded", "test/component_acc_decoded",
            "test/mig", "test/dci_disentanglement")
 BAD_INPUT = 2  # train.py's exit code for a bad config: every other run would fail the same way
 SKIPPED = None  # execute()'s result for a run another process holds
@@ -106,6 +110,7 @@ def collect(out: Path, seeds, budgets) -> list[dict]:
             if finished(out, budget, seed):
                 metrics = json.loads(path.read_text())
                 rows.append({"budget": budget, "seed": seed,
+                             "fraction": metrics["labelled_images"] / metrics["train_images"],
                              **{k: metrics.get(k) for k in METRICS}})
     return rows
 
@@ -125,13 +130,32 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def write_outputs(out: Path, rows, summary, dataset) -> None:
-    keys = ["budget", "seed", *METRICS]
+    keys = ["budget", "seed", "fraction", *METRICS]
     lines = [",".join(keys)] + [",".join("" if r[k] is None else str(r[k]) for k in keys)
                                 for r in rows]
     (out / "sweep.csv").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plots.metric_vs_budget(rows, METRICS, out / "sweep.png",
+    plots.metric_vs_budget({out.name: rows}, METRICS, out / "sweep.png",
                            title=f"{dataset}: test metrics against the labelled budget")
+
+
+def read_sweep(folder: Path) -> list[dict]:
+    """The rows of a finished sweep's sweep.csv, numbers as numbers."""
+    path = folder / "sweep.csv"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist; run the sweep (or --collect) there "
+                         "first")
+    with open(path, newline="") as handle:
+        return [{k: (int(v) if k in ("budget", "seed") else float(v) if v else None)
+                 for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def compare(folders: list[Path], out: Path, dataset: str) -> Path:
+    """compare.png in out: the sweeps in folders, one colour each, labelled by folder name."""
+    path = out / "compare.png"
+    plots.metric_vs_budget({f.name: read_sweep(f) for f in folders}, METRICS, path,
+                           title=f"{dataset}: test metrics against the labelled fraction")
+    return path
 
 
 def parse_args(argv=None):
@@ -149,6 +173,8 @@ def parse_args(argv=None):
     parser.add_argument("--shard", help="i/n: run only the i-th of n shares of the grid "
                         "(default: the SLURM array task's share, else everything)")
     parser.add_argument("--collect", action="store_true", help="only gather results and plot")
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="SWEEP_DIR",
+                        help="only plot these finished sweeps together, in <out>/compare.png")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     if args.shard is None:
         args.shard = slurm_shard(parser)
@@ -187,6 +213,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = (args.out or REPO / "runs" / f"sweep-{args.dataset}").absolute()
     out.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        print(compare(args.compare, out, args.dataset))
+        return 0
     todo = [(b, s) for b, s in my_runs(args.budgets, args.seeds, args.shard)
             if not finished(out, b, s)]
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0

@@ -120,33 +120,42 @@ def accuracy_vs_q(results: dict, qs, path, split="test"):
     plt.close(fig)
 
 
-def metric_vs_budget(rows: list[dict], metrics, path, title=""):
-    """One panel per metric: every seed's value (dots) and the mean over seeds +- one standard
-    deviation (line and band) against the labelled budget (log axis). rows: {budget, seed,
-    metric: value}."""
+def metric_vs_budget(series: dict, metrics, path, title=""):
+    """One panel per metric against the labelled fraction of the training images (log axis),
+    one colour per series ({label: rows}, rows: {budget, seed, fraction, metric: value}):
+    every seed's value (dots) and the mean over seeds +- one standard deviation (line, band),
+    each budget's point labelled with its images per entity."""
     cols = 4
     panels = (len(metrics) + cols - 1) // cols
     fig, axes = plt.subplots(panels, cols, figsize=(3.4 * cols, 2.8 * panels), squeeze=False)
-    budgets = sorted({r["budget"] for r in rows})
+    colours = plt.get_cmap("tab10").colors
+    ticks = sorted({round(100 * r["fraction"], 6) for rows in series.values() for r in rows})
     for ax, metric in zip(axes.flat, metrics):
-        points = [(r["budget"], r[metric]) for r in rows if r.get(metric) is not None]
-        if points:
-            xs, ys = zip(*points)
-            ax.scatter(xs, ys, s=12, alpha=0.6, color="tab:blue")
-            stats = [(b, np.mean([y for x, y in points if x == b]),
-                      np.std([y for x, y in points if x == b]))
-                     for b in budgets if any(x == b for x, _ in points)]
-            bs, means, stds = map(np.array, zip(*stats))
-            ax.plot(bs, means, color="tab:blue")
-            ax.fill_between(bs, means - stds, means + stds, color="tab:blue", alpha=0.2)
+        for (label, rows), colour in zip(series.items(), colours):
+            points = [(r["budget"], 100 * r["fraction"], r[metric]) for r in rows
+                      if r.get(metric) is not None]
+            if not points:
+                continue
+            ax.scatter([x for _, x, _ in points], [y for _, _, y in points], s=12, alpha=0.6,
+                       color=colour)
+            budgets = sorted({b for b, _, _ in points})
+            xs = [np.mean([x for b, x, _ in points if b == budget]) for budget in budgets]
+            ys = [[y for b, _, y in points if b == budget] for budget in budgets]
+            means, stds = np.array([np.mean(v) for v in ys]), np.array([np.std(v) for v in ys])
+            ax.plot(xs, means, color=colour, label=label)
+            ax.fill_between(xs, means - stds, means + stds, color=colour, alpha=0.2)
+            for budget, x, y in zip(budgets, xs, means):
+                ax.annotate(str(budget), (x, y), textcoords="offset points", xytext=(0, 4),
+                            fontsize=6, color=colour, ha="center")
         ax.set_xscale("log")
-        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks], fontsize=7)
         ax.minorticks_off()
         ax.set_title(metric.removeprefix("test/"), fontsize=9)
-        ax.set_xlabel("labelled images per entity", fontsize=8)
+        ax.set_xlabel("labelled images, % of training images", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
+    axes.flat[0].legend(fontsize=7, title="numbers: per entity", title_fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

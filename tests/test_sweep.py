@@ -41,6 +41,19 @@ def test_sweep_runs_every_seed_and_budget_then_only_collects(tmp_path):
     values = [float(r["test/cluster_acc@0.99"]) for r in rows if r["budget"] == "2"]
     assert stats["n"] == 2 and abs(stats["mean"] - sum(values) / 2) < 1e-9
     assert (out / "sweep.png").stat().st_size > 10_000
+    for row in rows:  # the labelled fraction of the training images the plots' x axis reads
+        metrics = json.loads((out / f"budget{row['budget']}-seed{row['seed']}" /
+                              "metrics.json").read_text())
+        assert float(row["fraction"]) == 27 * int(row["budget"]) / metrics["train_images"]
+
+    other = tmp_path / "other"  # a second finished sweep, to draw beside the first
+    other.mkdir()
+    (other / "sweep.csv").write_text((out / "sweep.csv").read_text())
+    compared = sweep("dsprites", "--compare", str(out), str(other), "--out", str(tmp_path / "c"))
+    assert compared.returncode == 0, compared.stderr
+    assert (tmp_path / "c" / "compare.png").stat().st_size > 10_000
+    missing = sweep("dsprites", "--compare", str(out), str(tmp_path / "none"))
+    assert missing.returncode == 1 and "none/sweep.csv does not exist" in missing.stderr
 
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
     again = sweep(*args)  # everything finished: nothing is rerun
