@@ -109,6 +109,9 @@ def accuracy_vs_q(results: dict, qs, path, split="test"):
     positions = np.arange(len(qs))
     ax.plot(positions, acc, marker="o", label="accuracy among accepted")
     ax.plot(positions, accept, marker="s", label="acceptance")
+    # where the acceptance of components that describe their codes lies (the codes of each
+    # entity Gaussian about its component): a fraction q of them inside the q-ellipsoid
+    ax.plot(positions, qs, color="grey", linestyle=":", label="acceptance = q (calibrated)")
     ax.set_xticks(positions, [str(q) for q in qs])
     ax.set_xlabel("confidence q (chi-square quantile)")
     ax.set_ylim(0, 1.02)
