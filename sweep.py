@@ -1,6 +1,6 @@
 """Supervision sweep: one config over several seeds and labelled budgets, then a plot.
 
-    python sweep.py dsprites                                  # 3 seeds x budgets 1 5 20 100
+    python sweep.py dsprites                                  # 3 seeds x budgets 1 2 5 10 20
     python sweep.py dsprites --seeds 0 1 --budgets 5 20 train.relational_epochs=6
     python sweep.py dsprites --jobs 2                         # two runs at once (1 thread each)
     python sweep.py dsprites --shard 1/3                      # this machine's third of the runs
@@ -166,7 +166,7 @@ def parse_args(argv=None):
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     parser.add_argument("--preset", help="a preset of the dataset's config.py for every run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budgets", type=int, nargs="+", default=[1, 5, 20, 100],
+    parser.add_argument("--budgets", type=int, nargs="+", default=[1, 2, 5, 10, 20],
                         help="labelled images per entity")
     parser.add_argument("--out", type=Path, help="default: runs/sweep-<dataset>")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once on this machine")

@@ -114,8 +114,8 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     images/inputs: clean and augmented images (N, C, 64, 64), this rank's share; the first
     n_recon are reconstructed. slots (N,): discriminator slot of each code (entity or K =
     unlabelled); real (M, D) prior samples with real_slots (M,). supervised: optional
-    f(codes of all N images) -> {name: extra encoder loss}, each weighed by
-    train.<name>_weight. Returns the losses and the codes of images[n_recon:] (detached).
+    f(codes of images[n_recon:]) -> an extra encoder loss. Returns the losses and the codes of
+    images[n_recon:] (detached).
     """
     model, group = state.model, state.group
     z = train_forward(state, model.encoder, inputs)
@@ -133,9 +133,8 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     total = recon + cfg["train"]["adv_weight"] * g_loss
     out = {"recon": recon, "disc": d_loss, "gen": g_loss}
     if supervised is not None:
-        for name, value in supervised(z).items():
-            out[name] = value
-            total = total + cfg["train"][f"{name}_weight"] * value
+        out["sup"] = supervised(z[n_recon:])
+        total = total + cfg["train"]["sup_weight"] * out["sup"]
     state.ae_opt.zero_grad(set_to_none=True)
     total.backward()
     group.average_gradients(model.autoencoder_parameters())
@@ -226,16 +225,9 @@ def relational_step(state, data, idx, cfg):
     x, x_in, z_mix = shard(x), shard(x_in), shard(z_mix)
     x_lab, x_lab_in, y_lab, z_own = shard(x_lab), shard(x_lab_in), shard(y_lab), shard(z_own)
 
-    def supervised(z):
-        """The labelled codes' term and, with train.pseudo_weight, the confident unlabelled
-        codes' (self-training); z: the unlabelled codes, then the labelled ones."""
-        means, kind, terms = prior.means.detach(), cfg["train"]["sup_loss"], {}
-        if cfg["train"]["sup_weight"] > 0:
-            terms["sup"] = loss.supervised(z[len(x):], y_lab, means, prior.chol, kind)
-        if cfg["train"]["pseudo_weight"] > 0:
-            terms["pseudo"] = loss.pseudo_labelled(z[:len(x)], means, prior.chol,
-                                                   cfg["train"]["pseudo_confidence"], kind)
-        return terms
+    def supervised(z_lab):
+        return loss.supervised(z_lab, y_lab, prior.means.detach(), prior.chol,
+                               cfg["train"]["sup_loss"])
 
     unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
     out, z_lab = adversarial_autoencoder_step(
@@ -244,8 +236,7 @@ def relational_step(state, data, idx, cfg):
         slots=torch.cat([unlabelled, y_lab]),
         real=torch.cat([z_mix, z_own]), real_slots=torch.cat([unlabelled, y_lab]),
         n_recon=len(x),
-        supervised=supervised if cfg["train"]["sup_weight"] + cfg["train"]["pseudo_weight"] > 0
-        else None,
+        supervised=supervised if cfg["train"]["sup_weight"] > 0 else None,
     )
     codes = (z_lab, y_lab) if cfg["train"]["rel_codes"] else None
     for _ in range(cfg["train"]["rel_steps"]):

@@ -101,10 +101,6 @@ CONFIG = {
         "sup_weight": 20.0,  # weight of the supervised term (sup_loss); 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
         "sup_loss": "nll+xent",  # nll | nll+xent (also pushes labelled codes off other components)
-        # weight of the supervised term on confidently classified unlabelled codes, each
-        # labelled with its most likely component (self-training); 0: off
-        "pseudo_weight": 0.0,
-        "pseudo_confidence": 0.95,  # mixture posterior from which an unlabelled code counts
         "rel_noise": "matched",  # target sample's noise: independent (paper) | matched
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
@@ -186,7 +182,6 @@ RANGES = {
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6),
     "prior.calibrate_epochs": (0, 10**6), "prior.calibrate_images": (1, 10**8),
-    "train.pseudo_weight": (0.0, 1e38), "train.pseudo_confidence": (configlib.POSITIVE, 1.0),
     "eval.q": (configlib.POSITIVE, 1.0), "eval.rel_samples": (1, 10**5),
     "eval.classifier_steps": (1, 10**7),
 }

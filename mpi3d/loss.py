@@ -66,20 +66,6 @@ def supervised(z, labels, means, chol, kind: str):
     return loss
 
 
-def pseudo_labelled(z, means, chol, confidence: float, kind: str):
-    """The supervised term on unlabelled codes (self-training, train.pseudo_weight): each code
-    whose mixture posterior is at least `confidence` for one component is labelled with that
-    component, the others count zero. Averaged over all the codes, so the term weighs as much
-    as the share of confident codes; it uses no label of any image."""
-    logp = gmm.component_log_prob(z, means, chol)  # (N, K)
-    posterior, label = logp.detach().softmax(1).max(1)
-    confident = (posterior >= confidence).to(z.dtype)
-    per_code = -logp.gather(1, label[:, None]).squeeze(1) / z.shape[1]
-    if kind == "nll+xent":
-        per_code = per_code + F.cross_entropy(logp, label, reduction="none")
-    return (per_code * confident).mean()
-
-
 def relational(moved, target_sample, target_component, means, chol, kind: str):
     """How far ReL's output is from the target entity's region.
 

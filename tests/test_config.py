@@ -257,8 +257,6 @@ METHOD_REJECTS = [
     ("prior.means_lr=nan", r"prior.means_lr"),
     ("train.sup_weight=nan", r"train.sup_weight must be >= 0"),
     ("train.adv_weight=-1", r"train.adv_weight must be >= 0"),
-    ("train.pseudo_weight=-1", r"train.pseudo_weight must be >= 0"),
-    ("train.pseudo_confidence=0", r"train.pseudo_confidence must be > 0 and <= 1"),
     ("prior.calibrate_images=0", r"prior.calibrate_images must be >= 1"),
     ("prior.calibrate_epochs=-1", r"prior.calibrate_epochs must be >= 0"),
     ("train.checkpoint_every_s=nan", r"train.checkpoint_every_s"),

@@ -91,26 +91,3 @@ def test_object_mask_finds_the_object_on_its_background_and_the_weight_counts_it
     extra = (plain * mask).sum().item() / 2
     assert losses.reconstruction(logits, x, 4.0).item() == pytest.approx(
         plain.sum().item() / 2 + 4 * extra, rel=1e-5)
-
-
-def test_pseudo_labels_are_the_supervised_term_on_confident_codes_only(losses):
-    """Two codes near component 0 and 1 and one half way: the confident two count as labelled
-    with their most likely component, the third counts zero, and the mean runs over all three."""
-    means, chol = two_components()
-    z = torch.tensor([[-0.5, 0.0], [3.2, 0.1], [1.5, 0.0]], requires_grad=True)
-    for kind in ("nll", "nll+xent"):
-        got = losses.pseudo_labelled(z, means, chol, 0.95, kind)
-        want = losses.supervised(z[:2], torch.tensor([0, 1]), means, chol, kind) * 2 / 3
-        assert got.item() == pytest.approx(want.item(), rel=1e-6)
-    z.grad = None
-    losses.pseudo_labelled(z, means, chol, 0.95, "nll+xent").backward()
-    assert z.grad[2].abs().max().item() == 0.0  # the undecided code is left alone
-    assert z.grad[0, 0].item() < 0 < z.grad[1, 0].item()  # the others pulled to their means
-
-
-def test_pseudo_labels_need_the_confidence(losses):
-    means, chol = two_components()
-    z = torch.tensor([[1.0, 0.0]])  # posterior of component 0: 1 / (1 + e^{-1.5}) = 0.818
-    assert losses.pseudo_labelled(z, means, chol, 0.9, "nll").item() == 0.0
-    assert losses.pseudo_labelled(z, means, chol, 0.8, "nll").item() == pytest.approx(
-        losses.supervised(z, torch.tensor([0]), means, chol, "nll").item())
