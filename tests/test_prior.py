@@ -5,6 +5,7 @@ model.ReL; one real tiny dSprites run with it."""
 import copy
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -151,3 +152,19 @@ def test_calibration_makes_acceptance_at_q_about_q_and_keeps_the_learnt_means(fo
     assert thin < 0.2
     assert accepted.float().mean().item() == pytest.approx(0.9, abs=0.03)
     assert (component == many).float().mean().item() > 0.99
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_calibration_begins_each_of_the_last_relational_epochs_only(folder):
+    train = module(folder, "train")
+    cfg = copy.deepcopy(module(folder, "config").CONFIG)
+    cfg["train"].update(warmup_epochs=2, relational_epochs=3)
+
+    def due(calibrate_epochs, epoch, step=0):
+        cfg["prior"]["calibrate_epochs"] = calibrate_epochs
+        return train.calibration_due(SimpleNamespace(epoch=epoch, step=step), cfg)
+
+    assert [e for e in range(5) if due(2, e)] == [3, 4]  # epochs completed before the last two
+    assert [e for e in range(5) if due(9, e)] == [2, 3, 4]  # every relational epoch, no warm-up
+    assert not any(due(0, e) for e in range(5))
+    assert not due(2, 4, step=7)  # a resume inside the epoch keeps the checkpoint's components
