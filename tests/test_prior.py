@@ -1,6 +1,7 @@
 """prior.kind = modular: one block of the code per entity factor, one component per bin in each
-block, an entity's component the product of its bins'. Run on every folder's own prior.py and
-model.ReL; one real tiny dSprites run with it."""
+block, an entity's component the product of its bins'; and the calibration of either kind's
+covariances (prior.calibrate_epochs). Run on every folder's own prior.py, model.ReL and
+train.calibration_due; one real tiny dSprites run with the modular kind."""
 
 import copy
 import json
