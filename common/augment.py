@@ -37,19 +37,3 @@ def mirror(x, prob: float):
         return x
     flipped = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < prob
     return torch.where(flipped, x.flip(-1), x)
-
-
-def shift(x, max_px: int):
-    """Translate every image by its own random offset of up to max_px pixels on each axis,
-    the border pixels extended into the gap. Only for inputs whose label a small shift keeps
-    (an object's colour, shape and size, where its position is a nuisance)."""
-    if max_px <= 0:
-        return x
-    batch, _, height, width = x.shape
-    padded = torch.nn.functional.pad(x, (max_px,) * 4, mode="replicate")
-    offset = torch.randint(0, 2 * max_px + 1, (batch, 2), device=x.device)
-    rows = offset[:, :1] + torch.arange(height, device=x.device)  # (B, H)
-    cols = offset[:, 1:] + torch.arange(width, device=x.device)  # (B, W)
-    picked = padded[torch.arange(batch, device=x.device)[:, None, None], :, rows[:, :, None],
-                    cols[:, None, :]]  # (B, H, W, C)
-    return picked.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)

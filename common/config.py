@@ -97,7 +97,7 @@ ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "train.lr_decay_epochs": 0, "run.tensorboard": False,
               "train.checkpoint_every_s": 0.0, "train.recon_object_weight": 0.0,
               "prior.kind": "entity", "prior.blocks": [],
-              "prior.refit_every": 0, "prior.calibrate_epochs": 0, "data.labelled_shift": 0,
+              "prior.refit_every": 0, "prior.calibrate_epochs": 0,
               "prior.calibrate_images": 10000}
 
 

@@ -40,7 +40,6 @@ CONFIG = {
         "mask_prob": 0.0,  # fraction of a batch with a random square blanked (input only)
         "mask_size": 16,  # side of that square, pixels
         "labelled_mirror_prob": 0.0,  # fraction of labelled inputs mirrored left-right
-        "labelled_shift": 0,  # labelled inputs moved by up to this many pixels each way
     },
     "entities": {
         "bins": {"shape": [[0], [1], [2]], "posX": _EDGES, "posY": _EDGES},
@@ -174,7 +173,6 @@ RANGES = {
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6),
-    "data.labelled_shift": (0, 16),
     "prior.calibrate_epochs": (0, 10**6), "prior.calibrate_images": (1, 10**8),
     "eval.q": (configlib.POSITIVE, 1.0), "eval.rel_samples": (1, 10**5),
     "eval.classifier_steps": (1, 10**7),
@@ -228,6 +226,3 @@ def validate_data(cfg: dict) -> None:
     if data["labelled_mirror_prob"] > 0 and "posX" in cfg["entities"]["bins"]:
         raise UserError("data.labelled_mirror_prob must be 0 while posX is an entity factor: "
                         "a mirror moves the shape to the other side and breaks its label")
-    if data["labelled_shift"] > 0 and {"posX", "posY"} & set(cfg["entities"]["bins"]):
-        raise UserError("data.labelled_shift must be 0 while posX or posY is an entity factor: "
-                        "a shift moves the shape and can break its label")

@@ -40,7 +40,6 @@ CONFIG = {
         "mask_prob": 0.0,  # fraction of a batch with a random square blanked (input only)
         "mask_size": 16,  # side of that square, pixels
         "labelled_mirror_prob": 0.5,  # fraction of labelled inputs mirrored left-right
-        "labelled_shift": 0,  # labelled inputs moved by up to this many pixels each way
     },
     "entities": {
         "bins": {"object_color": [[c] for c in range(6)],
@@ -182,7 +181,6 @@ RANGES = {
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6),
-    "data.labelled_shift": (0, 16),
     "prior.calibrate_epochs": (0, 10**6), "prior.calibrate_images": (1, 10**8),
     "eval.q": (configlib.POSITIVE, 1.0), "eval.rel_samples": (1, 10**5),
     "eval.classifier_steps": (1, 10**7),

@@ -258,7 +258,6 @@ METHOD_REJECTS = [
     ("train.sup_weight=nan", r"train.sup_weight must be >= 0"),
     ("train.adv_weight=-1", r"train.adv_weight must be >= 0"),
     ("prior.calibrate_images=0", r"prior.calibrate_images must be >= 1"),
-    ("data.labelled_shift=-1", r"data.labelled_shift must be >= 0 and <= 16"),
     ("prior.calibrate_epochs=-1", r"prior.calibrate_epochs must be >= 0"),
     ("train.checkpoint_every_s=nan", r"train.checkpoint_every_s"),
     ("train.batch_size=100000000000000000000000", r"train.batch_size must be >= 1 and <= 1048576"),
@@ -325,7 +324,6 @@ def test_every_folder_validates_the_method_keys(folder, override, pattern):
 
 @pytest.mark.parametrize("override,pattern", [
     ("data.labelled_mirror_prob=0.5", r"labelled_mirror_prob must be 0 while posX is an entity"),
-    ("data.labelled_shift=2", r"labelled_shift must be 0 while posX or posY is an entity"),
     ("data.nuisances.scale=[2, 6]", r"data.nuisances.scale index 6 is outside 0..5"),
     ("data.nuisances.orientation=[-1]", r"data.nuisances.orientation index -1"),
     ("data.nuisances.scale=[]", r"data.nuisances.scale is empty"),

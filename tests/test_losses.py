@@ -1,5 +1,5 @@
 """The supervised term's two forms, in every folder's loss.py, and the label-keeping mirror
-and shift augmentations."""
+augmentation."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from common import gmm
-from common.augment import mirror, shift
+from common.augment import mirror
 from tests.scripts import FOLDERS, module
 
 
@@ -72,23 +72,6 @@ def test_mirror_flips_the_requested_fraction_left_right_and_nothing_else():
     assert flipped.float().mean().item() == pytest.approx(0.5, abs=0.03)
     assert torch.equal(mirror(x, 1.0), x.flip(-1))
     assert mirror(x, 0.0) is x
-
-
-def test_shift_moves_each_image_by_its_own_offset_and_extends_the_border():
-    torch.manual_seed(0)
-    x = torch.rand(300, 3, 10, 12)
-    out = shift(x, 2)
-    padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
-    found = []
-    for i in range(len(x)):  # the one window of the padded image that the output equals
-        hits = [(dy, dx) for dy in range(5) for dx in range(5)
-                if torch.equal(out[i], padded[i, :, dy:dy + 10, dx:dx + 12])]
-        assert len(hits) == 1, i
-        found.append(hits[0])
-    assert len(set(found)) == 25  # every offset of -2..2 on each axis occurs
-    assert sum(offset == (2, 2) for offset in found) < 30  # unshifted about 1 in 25
-    assert shift(x, 0) is x
-
 
 
 def test_object_mask_finds_the_object_on_its_background_and_the_weight_counts_it(losses):
