@@ -137,7 +137,7 @@ def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: 
     return means, torch.linalg.cholesky(cov)
 
 
-def covariances_about(z, labels, means, shrinkage: float = 0.1):
+def covariances_about(z, labels, means, shrinkage: float = 0.1, chunk: int = 4096):
     """Cholesky factors (K, D, D) of each component's covariance about the given means (K, D):
     Sigma_k = mean over the codes labelled k of (z - mu_k)(z - mu_k)^T, the maximum-likelihood
     covariance of a component whose mean is fixed (the M-step of EM with learnt means). A
@@ -147,10 +147,10 @@ def covariances_about(z, labels, means, shrinkage: float = 0.1):
     counts = torch.bincount(labels, minlength=num_components)
     if (counts < 2).all():
         raise UserError("at least one component needs two codes to estimate its covariance")
-    diff = (z - means[labels]).double()  # (N, D)
-    outer = diff[:, :, None] * diff[:, None, :]  # (N, D, D)
     cov = torch.zeros(num_components, dim, dim, dtype=torch.float64, device=z.device)
-    cov.index_add_(0, labels, outer)
+    for part, part_labels in zip(z.split(chunk), labels.split(chunk)):
+        diff = (part - means[part_labels]).double()  # (n, D)
+        cov.index_add_(0, part_labels, diff[:, :, None] * diff[:, None, :])
     few = counts < 2
     pooled = cov[~few].sum(0) / counts[~few].sum()
     cov = cov / counts.clamp_min(1)[:, None, None].double()
