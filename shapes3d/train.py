@@ -13,7 +13,9 @@ epoch, evaluation, checkpoints, the run, and main. The last line printed is the 
 2. adaptive prior init (init_adaptive_prior): one Gaussian component per entity, fitted to
    the encoded labelled set;
 3. relational phase (relational_step): reconstruction and the label-conditioned adversarial
-   game against the mixture, then rel_step: ReL's own updates, on prior samples.
+   game against the mixture, then rel_step: ReL's own updates, on prior samples; its last
+   prior.calibrate_epochs epochs begin with calibrate_prior: the covariances fitted to where
+   the encoder puts the training images.
 """
 
 import math
