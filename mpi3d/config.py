@@ -73,7 +73,7 @@ CONFIG = {
         "refit_every": 0,
         # the last relational epochs, each begun by calibrating the covariances to where the
         # encoder puts the training images, about the learnt means (train.py); 0: never
-        "calibrate_epochs": 0,
+        "calibrate_epochs": 2,
         "calibrate_images": 10000,  # unlabelled training images a calibration reads
         "learn_means": True,  # adaptive means, trained by the relational loss
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
