@@ -58,6 +58,8 @@ CONFIG = {
     "model": {
         "z_dim": 10,
         "channels": [32, 32, 64, 64],  # encoder conv widths (decoder mirrors them)
+        # batch normalisation after every convolution but the decoder's last: "batch" | "none"
+        "norm": "none",
         "hidden": 256,
         "disc_hidden": 512,
         "rel_hidden": 256,
@@ -199,7 +201,8 @@ def validate_method(cfg: dict) -> None:
     choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
                "train.sup_loss": ("nll", "nll+xent"),
                "train.rel_noise": ("independent", "matched"),
-               "prior.warmup": ("normal", "uniform"), "prior.kind": ("entity", "modular")}
+               "prior.warmup": ("normal", "uniform"), "prior.kind": ("entity", "modular"),
+               "model.norm": ("none", "batch")}
     for dotted, allowed in choices.items():
         section, key = dotted.split(".")
         if cfg[section][key] not in allowed:

@@ -13,15 +13,23 @@ from torch.nn import functional as F
 IMAGE_CHANNELS = 3
 
 
+def normalised(layer: nn.Module, channels: int, norm: str) -> list[nn.Module]:
+    """A convolution, batch-normalised when model.norm is "batch", then its ReLU. Under
+    torchrun each process normalises by its own share of the batch (no SyncBatchNorm), and
+    rank 0's running statistics are the ones saved."""
+    return [layer, *([nn.BatchNorm2d(channels)] if norm == "batch" else []), nn.ReLU()]
+
+
 class Encoder(nn.Module):
     """x (B, C, 64, 64) -> z (B, z_dim): four stride-2 convolutions, then two linear layers."""
 
-    def __init__(self, in_channels: int, z_dim: int, channels: list[int], hidden: int):
+    def __init__(self, in_channels: int, z_dim: int, channels: list[int], hidden: int,
+                 norm: str = "none"):
         super().__init__()
         widths = [in_channels, *channels]
         convs = []
         for c_in, c_out in zip(widths[:-1], widths[1:]):
-            convs += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+            convs += normalised(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), c_out, norm)
         self.net = nn.Sequential(
             *convs,
             nn.Flatten(),
@@ -37,19 +45,22 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """z (B, z_dim) -> logits (B, C, 64, 64): the encoder mirrored."""
 
-    def __init__(self, out_channels: int, z_dim: int, channels: list[int], hidden: int):
+    def __init__(self, out_channels: int, z_dim: int, channels: list[int], hidden: int,
+                 norm: str = "none"):
         super().__init__()
         widths = [*reversed(channels), out_channels]
         deconvs = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
-            deconvs += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+        for c_in, c_out in zip(widths[:-2], widths[1:-1]):
+            deconvs += normalised(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1),
+                                  c_out, norm)
         self.net = nn.Sequential(
             nn.Linear(z_dim, hidden),
             nn.ReLU(),
             nn.Linear(hidden, channels[-1] * 4 * 4),
             nn.ReLU(),
             nn.Unflatten(1, (channels[-1], 4, 4)),
-            *deconvs[:-1],  # no ReLU on the logits
+            *deconvs,
+            nn.ConvTranspose2d(widths[-2], widths[-1], 4, stride=2, padding=1),  # the logits
         )
 
     def forward(self, z):
@@ -129,10 +140,11 @@ def build(cfg: dict, space, changes=None) -> tuple[AbsAE, ReL]:
     """The AbsAE and the ReL for a config's model sizes, entities and relations; changes
     (R, D) bool: the code dimensions each relation may change (None: all)."""
     sizes = cfg["model"]
-    z_dim, channels, hidden = sizes["z_dim"], sizes["channels"], sizes["hidden"]
+    z_dim, channels, hidden, norm = (sizes["z_dim"], sizes["channels"], sizes["hidden"],
+                                     sizes["norm"])
     model = AbsAE(
-        Encoder(IMAGE_CHANNELS, z_dim, channels, hidden),
-        Decoder(IMAGE_CHANNELS, z_dim, channels, hidden),
+        Encoder(IMAGE_CHANNELS, z_dim, channels, hidden, norm),
+        Decoder(IMAGE_CHANNELS, z_dim, channels, hidden, norm),
         Discriminator(z_dim, space.num_entities, sizes["disc_hidden"]),
     )
     return model, ReL(z_dim, len(space.relation_names), sizes["rel_hidden"], changes)
