@@ -1,7 +1,7 @@
 """Training-speed benchmark of a dataset's pipeline (dSprites unless --dataset says otherwise).
 
-    python bench/run.py [--dataset dsprites|shapes3d|mpi3d] [--out FILE.json]
-                        [--device cpu|cuda] [--steps 30] [--time-to-acc]
+    python bench/run.py [--dataset dsprites|shapes3d|mpi3d|a,b|all] [--out FILE.json]
+                        [--device cpu|cuda] [--steps 30] [--time-to-acc] [--preset NAME]
                         [key=value ...]     # config overrides, as for train.py
 
 Measures, on the default config (or the overrides): images/s of a warm-up step and of a
@@ -12,7 +12,8 @@ its fp32 peak (`flop_fraction_fp32`), how the cost of a relation batch
 scales from 64 to 4096 examples (1x would mean a per-example Python loop was absent and the
 work were free; a loop would show ~64x), peak memory and, with --time-to-acc, the wall time of
 a full default run until validation clustering accuracy at q=0.99 first reaches 0.95.
-Prints a table and writes flat JSON, with the commit it was measured at.
+Prints a table and writes JSON with the commit it was measured at: flat for one dataset, one
+flat object per dataset for several (`--dataset all`: bench/results/cpu_2core.json).
 """
 
 import argparse
@@ -68,9 +69,10 @@ def step_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def time_to_accuracy(dataset, overrides, target=0.95) -> float | None:
+def time_to_accuracy(dataset, preset, overrides, target=0.95) -> float | None:
     """Run train.py with evaluation every epoch; wall time when val acc@0.99 first >= target."""
-    result = subprocess.run([sys.executable, str(REPO / dataset / "train.py"),
+    preset = ["--preset", preset] if preset else []
+    result = subprocess.run([sys.executable, str(REPO / dataset / "train.py"), *preset,
                              "run.eval_every=1", *overrides], capture_output=True, text=True,
                             cwd=REPO)
     if result.returncode != 0:
@@ -85,20 +87,11 @@ def time_to_accuracy(dataset, overrides, target=0.95) -> float | None:
     return None
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--dataset", default="dsprites", choices=DATASETS)
-    parser.add_argument("--out", help="write the results as JSON here")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--time-to-acc", action="store_true",
-                        help="also run a full training to time accuracy 0.95 (minutes)")
-    args = parser.parse_args()
-
-    train = importlib.import_module(f"{args.dataset}.train")  # the dataset's own loop
-    cfg = configlib.apply_overrides(train.config.CONFIG,
-                                    [f"run.device={args.device}", *args.overrides])
+def measure(dataset: str, args) -> dict:
+    """Every figure of one dataset's default config (or the preset and overrides)."""
+    train = importlib.import_module(f"{dataset}.train")  # the dataset's own loop
+    overrides = [f"run.device={args.device}", *args.overrides]
+    cfg = configlib.resolve(train.config.CONFIG, train.config.PRESETS, args.preset, overrides)
     train.config.validate(cfg)
     _, device = runtime.setup(cfg)
     data = train.dataset.load_data(cfg, device, REPO)
@@ -107,9 +100,7 @@ def main():
     space = data.space
     batch_size, rel_batch_size = cfg["train"]["batch_size"], cfg["train"]["rel_batch_size"]
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=REPO).stdout.strip() or "unknown"
-    results = {"dataset": args.dataset, "commit": commit, "device": str(device),
+    results = {"dataset": dataset, "commit": commit(), "device": str(device),
                "torch": torch.__version__,
                "threads": torch.get_num_threads(), "batch_size": batch_size}
     warmup_s = timed(lambda: train.warmup_step(state, data, batch, cfg), device, args.steps)
@@ -156,15 +147,43 @@ def main():
     else:
         results["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.time_to_acc:
-        results["time_to_acc_s"] = time_to_accuracy(args.dataset, [f"run.device={args.device}",
-                                                     *args.overrides])
+        results["time_to_acc_s"] = time_to_accuracy(dataset, args.preset, overrides)
+    return results
 
-    width = max(map(len, results))
-    for key, value in results.items():
-        shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
-        print(f"{key:<{width}}  {shown}")
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, cwd=REPO).stdout.strip() or "unknown"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--dataset", default="dsprites",
+                        help=f"one of {', '.join(DATASETS)}, several joined by commas, or all")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--preset", help="a named set of overrides of the dataset's config")
+    parser.add_argument("--time-to-acc", action="store_true",
+                        help="also run a full training to time accuracy 0.95 (minutes)")
+    args = parser.parse_args()
+    datasets = DATASETS if args.dataset == "all" else list(dict.fromkeys(args.dataset.split(",")))
+    unknown = [name for name in datasets if name not in DATASETS]
+    if unknown:
+        parser.error(f"--dataset {args.dataset}: unknown {unknown}; choose from {DATASETS} or all")
+
+    every = {}
+    for dataset in datasets:
+        results = every[dataset] = measure(dataset, args)
+        width = max(map(len, results))
+        for key, value in results.items():
+            shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+            print(f"{key:<{width}}  {shown}")
+        print()
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        report = every[datasets[0]] if len(datasets) == 1 else every
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

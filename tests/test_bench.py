@@ -1,0 +1,59 @@
+"""bench/run.py on the tiny preset: the figures it reports are consistent with one another, the
+FLOP fraction is taken against the peak of the precision the training runs in, and several
+datasets go to one JSON file, one object each."""
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench(tmp_path, *args) -> dict:
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--preset", "tiny",
+                             "--steps", "1", "--out", str(out), *args,
+                             f"data.cache_dir={tmp_path / 'cache'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text())
+
+
+def test_two_datasets_one_file_each_fraction_against_its_own_precision(tmp_path):
+    report = bench(tmp_path, "--dataset", "dsprites,mpi3d")
+    assert sorted(report) == ["dsprites", "mpi3d"]
+    for dataset, figures in report.items():
+        assert figures["dataset"] == dataset
+        tiny = importlib.import_module(f"{dataset}.config").PRESETS["tiny"]
+        assert figures["batch_size"] == tiny["train.batch_size"]  # the preset was applied
+        assert figures["warmup_img_s"] > 0 and figures["relational_img_s"] > 0
+        precision = figures["peak_precision"]
+        peak = figures[f"matmul_peak_gflops_{precision}"]
+        assert figures["flop_fraction"] == pytest.approx(figures["achieved_gflops"] / peak)
+        assert figures["flop_fraction_fp32"] == pytest.approx(
+            figures["achieved_gflops"] / figures["matmul_peak_gflops_fp32"])
+        assert figures["achieved_gflops"] == pytest.approx(
+            figures["warmup_flops_per_img"] * figures["warmup_img_s"] / 1e9)
+    # one model, three datasets' images: MPI3D's 64x64x3 costs more per image than 64x64x1
+    assert report["mpi3d"]["warmup_flops_per_img"] > report["dsprites"]["warmup_flops_per_img"]
+
+
+def test_fp32_training_is_measured_against_the_fp32_peak(tmp_path):
+    figures = bench(tmp_path, "--dataset", "dsprites", "train.amp=off")
+    assert figures["dataset"] == "dsprites"  # one dataset: a flat object
+    assert figures["peak_precision"] == "fp32"
+    assert "matmul_peak_gflops_bf16" not in figures
+    assert figures["flop_fraction"] == figures["flop_fraction_fp32"]
+
+
+def test_an_unknown_dataset_is_refused_with_the_choices():
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--dataset",
+                             "dsprites,celeba"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "unknown ['celeba']; choose from ['dsprites', 'mpi3d', 'shapes3d'] or all" in (
+        result.stderr)
