@@ -58,7 +58,7 @@ CONFIG = {
         "channels": [32, 32, 64, 64],  # encoder conv widths (decoder mirrors them)
         # batch normalisation after every convolution but the decoder's last: "batch" | "none".
         # Without it the decoder draws the object's colour and place but blurs its shape
-        # (RESULTS.md, "Decoded pictures"); the relational steps cost the same
+        # (RESULTS.md, "Decoded pictures"); a step costs about 10-30 % more
         "norm": "batch",
         "hidden": 256,
         "disc_hidden": 512,

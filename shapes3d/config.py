@@ -58,7 +58,9 @@ CONFIG = {
     "model": {
         "z_dim": 10,
         "channels": [32, 32, 64, 64],  # encoder conv widths (decoder mirrors them)
-        # batch normalisation after every convolution but the decoder's last: "batch" | "none"
+        # batch normalisation after every convolution but the decoder's last: "batch" | "none".
+        # "batch" drew better pictures in one run but costs 10-30 % a step, and the default run
+        # is already near its 15-minute bar (RESULTS.md, "Decoded pictures")
         "norm": "none",
         "hidden": 256,
         "disc_hidden": 512,
