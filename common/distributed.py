@@ -7,7 +7,8 @@ order, labelled picks, prior samples, augmentation) and keeps its own slice, so 
 compute exactly the gradient of one process with the same global batch, up to the order of
 floating-point sums. Gradients are averaged with one all-reduce per optimiser step (the
 adversarial step runs the discriminator several times per update, which a
-DistributedDataParallel wrapper would not allow). Rank 0 alone writes the run folder.
+DistributedDataParallel wrapper would not allow). Batch normalisation uses the statistics of
+the global batch too (synchronise_batch_norm). Rank 0 alone writes the run folder.
 """
 
 import os
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from common.errors import UserError
 
@@ -70,12 +72,74 @@ class Group:
         if self.world > 1:
             dist.barrier()
 
+    def synchronise_batch_norm(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """module with every BatchNorm2d normalising by the global batch's statistics, so N
+        processes train like one: nn.SyncBatchNorm on CUDA, GlobalBatchNorm2d elsewhere (the
+        library's refuses CPU tensors). Parameters, buffers and state_dict keys stay the same,
+        so checkpoints load into the plain model."""
+        if self.world == 1:
+            return module
+        if device.type == "cuda":
+            return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        for layer in module.modules():
+            if type(layer) is nn.BatchNorm2d:
+                layer.__class__ = GlobalBatchNorm2d  # same state, a synchronised forward
+        return module
+
     def broadcast_parameters(self, modules) -> None:
         if self.world == 1:
             return
         for module in modules:
             for tensor in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(tensor.data, src=0)
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) that autograd follows: each rank's share of the sum receives the sum of
+    every rank's gradient, as the one-process graph would give it."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are the global batch's, over every process of
+    the group, on any device (CPU processes on gloo included). Each process's mean and
+    variance (torch.var_mean, numerically stable) are gathered by one all-reduce and combined
+    as parallel variances are (Chan et al.), as nn.SyncBatchNorm does; in eval mode, or alone,
+    it is BatchNorm2d."""
+
+    def forward(self, x):
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        channels, world = x.shape[1], dist.get_world_size()
+        values = x.float()
+        var, mean = torch.var_mean(values, dim=(0, 2, 3), correction=0)
+        count = torch.full((1,), x.numel() // channels, dtype=values.dtype, device=x.device)
+        mine = torch.cat([mean, var, count])
+        rows = _SumOverRanks.apply(torch.stack(  # row r: process r's statistics
+            [mine if r == dist.get_rank() else torch.zeros_like(mine) for r in range(world)]))
+        means, variances, counts = rows[:, :channels], rows[:, channels:-1], rows[:, -1:]
+        n = counts.sum()
+        mean = (counts * means).sum(0) / n
+        var = (counts * (variances + (means - mean).square())).sum(0) / n
+        with torch.no_grad():  # as BatchNorm2d: running variance unbiased, momentum 0.1
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / (n - 1), self.momentum)
+        shape = (1, channels, 1, 1)
+        scale = torch.rsqrt(var + self.eps) * self.weight
+        out = (values - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
 
 
 def init(device_name: str):

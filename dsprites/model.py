@@ -15,8 +15,7 @@ IMAGE_CHANNELS = 1
 
 def normalised(layer: nn.Module, channels: int, norm: str) -> list[nn.Module]:
     """A convolution, batch-normalised when model.norm is "batch", then its ReLU. Under
-    torchrun each process normalises by its own share of the batch (no SyncBatchNorm), and
-    rank 0's running statistics are the ones saved."""
+    torchrun it normalises by the global batch's statistics (distributed.synchronise_batch_norm)."""
     return [layer, *([nn.BatchNorm2d(channels)] if norm == "batch" else []), nn.ReLU()]
 
 

@@ -77,10 +77,11 @@ def build_state(cfg: dict, data: Data, device, group=None) -> State:
     model, rel, prior = model.to(device), rel.to(device), prior.to(device)
     if cfg["train"]["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
+    group = group or distributed.Group()
+    model = group.synchronise_batch_norm(model, torch.device(device))
     if cfg["train"]["compile"]:
         for module in (model.encoder, model.decoder, model.discriminator, rel):
             module.compile()  # in place: state_dict keys and checkpoints stay the same
-    group = group or distributed.Group()
     group.broadcast_parameters([model, rel, prior])
     rel_groups = [{"params": list(rel.parameters())}]
     if cfg["prior"]["learn_means"]:
