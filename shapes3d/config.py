@@ -60,7 +60,8 @@ CONFIG = {
         "channels": [32, 32, 64, 64],  # encoder conv widths (decoder mirrors them)
         # batch normalisation after every convolution but the decoder's last: "batch" | "none".
         # "batch" drew better pictures in one run but costs 10-30 % a step, and the default run
-        # is already near its 15-minute bar (RESULTS.md, "Decoded pictures")
+        # is already near its 15-minute bar (RESULTS.md, "Decoded pictures"). With
+        # prior.kind=modular it is what makes 5 labels per entity work (2 seeds of 3: RESULTS.md)
         "norm": "none",
         "hidden": 256,
         "disc_hidden": 512,
