@@ -121,13 +121,13 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x):
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
-        channels, world = x.shape[1], dist.get_world_size()
+        channels, world, rank = x.shape[1], dist.get_world_size(), dist.get_rank()
         values = x.float()
         var, mean = torch.var_mean(values, dim=(0, 2, 3), correction=0)
         count = torch.full((1,), x.numel() // channels, dtype=values.dtype, device=x.device)
         mine = torch.cat([mean, var, count])
         rows = _SumOverRanks.apply(torch.stack(  # row r: process r's statistics
-            [mine if r == dist.get_rank() else torch.zeros_like(mine) for r in range(world)]))
+            [mine if r == rank else torch.zeros_like(mine) for r in range(world)]))
         means, variances, counts = rows[:, :channels], rows[:, channels:-1], rows[:, -1:]
         n = counts.sum()
         mean = (counts * means).sum(0) / n

@@ -66,6 +66,15 @@ def test_two_processes_match_one(tmp_path):
             assert abs(m1[key] - m2[key]) <= 0.02, key
 
 
+def _tiny_data(folder, tmp_path):
+    """(the folder's train module, its tiny config with model.norm=batch, its tiny data)."""
+    train = scripts.module(folder, "train")
+    cfg = configlib.resolve(train.config.CONFIG, train.config.PRESETS, "tiny",
+                            ["run.device=cpu", f"data.cache_dir={tmp_path / 'cache'}",
+                             "model.norm=batch"])
+    return train, cfg, train.dataset.load_data(cfg, "cpu", REPO)
+
+
 def _synchronised_worker(rank, world, tmp_path):
     """One of `world` gloo processes: GlobalBatchNorm2d against float64 batch normalisation of
     the whole batch, then every folder's build_state with model.norm=batch."""
@@ -112,23 +121,22 @@ def _synchronised_worker(rank, world, tmp_path):
     # share of the batch, both ranks hold the same running statistics (each would hold its
     # own half-batch's without)
     for folder in FOLDERS:
-        train = scripts.module(folder, "train")
-        cfg = configlib.resolve(train.config.CONFIG, train.config.PRESETS, "tiny",
-                                ["run.device=cpu", f"data.cache_dir={tmp_path / 'cache'}",
-                                 "model.norm=batch"])
-        data = train.dataset.load_data(cfg, "cpu", REPO)
+        train, cfg, data = _tiny_data(folder, tmp_path)
         state = train.build_state(cfg, data, "cpu", group)
         norms = [m for m in state.model.modules() if isinstance(m, nn.BatchNorm2d)]
         assert norms and all(type(m) is distributed.GlobalBatchNorm2d for m in norms), folder
+
+        def statistics():
+            return torch.cat([torch.cat([m.running_mean, m.running_var]) for m in norms])
+
+        before = statistics()
         state.model.train()
         train.warmup_step(state, data, torch.arange(cfg["train"]["batch_size"]), cfg)
-        stats = torch.cat([torch.cat([m.running_mean, m.running_var]) for m in norms])
+        stats = statistics()
         gathered = [torch.empty_like(stats) for _ in range(world)]
         dist.all_gather(gathered, stats)
         assert torch.equal(gathered[0], gathered[1]), folder
-        assert not torch.equal(stats, torch.cat([torch.cat([torch.zeros_like(m.running_mean),
-                                                           torch.ones_like(m.running_var)])
-                                                for m in norms])), folder
+        assert not torch.equal(stats, before), folder
     dist.destroy_process_group()
 
 
@@ -139,8 +147,5 @@ def test_batch_norm_under_torchrun_uses_the_global_batch(tmp_path):
     with model.norm=none above: CPU BatchNorm2d on channels-last inputs is itself off by about
     3e-4 from float64, which the adversarial training amplifies.)"""
     for folder in FOLDERS:  # render the tiny stand-ins once, before two processes read them
-        train = scripts.module(folder, "train")
-        cfg = configlib.resolve(train.config.CONFIG, train.config.PRESETS, "tiny",
-                                ["run.device=cpu", f"data.cache_dir={tmp_path / 'cache'}"])
-        train.dataset.load_data(cfg, "cpu", REPO)
+        _tiny_data(folder, tmp_path)
     torch.multiprocessing.spawn(_synchronised_worker, args=(2, tmp_path), nprocs=2)
