@@ -19,11 +19,20 @@ def module(folder: str, name: str):
     return importlib.import_module(f"{folder}.{name}")
 
 
+def shared_cache(tmp_path) -> Path:
+    """The test session's cache folder (pytest's base temporary folder holds every test's
+    tmp_path), shared by the tests' runs: the rendered stand-ins and the factor classifiers in
+    it are named by their content and written atomically, so one test renders or trains what
+    the others then read, as a user's runs share data_cache/."""
+    return Path(tmp_path).parent / "shared-cache"
+
+
 def tiny(tmp_path, name, epochs=(1, 2), tensorboard=False) -> list[str]:
-    """Arguments of a tiny run named `name` under tmp_path, with (warm-up, relational) epochs;
-    TensorBoard off unless asked for (its import alone takes seconds)."""
+    """Arguments of a tiny run named `name` under tmp_path, with (warm-up, relational) epochs,
+    data and classifiers in the session's shared cache; TensorBoard off unless asked for (its
+    import alone takes seconds)."""
     return ["--preset", "tiny", f"run.root={tmp_path / 'runs'}", f"run.name={name}",
-            "run.device=cpu", f"data.cache_dir={tmp_path / 'cache'}",
+            "run.device=cpu", f"data.cache_dir={shared_cache(tmp_path)}",
             f"train.warmup_epochs={epochs[0]}", f"train.relational_epochs={epochs[1]}",
             f"run.tensorboard={str(tensorboard).lower()}"]
 

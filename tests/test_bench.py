@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import shared_cache
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -17,7 +19,7 @@ def bench(tmp_path, *args) -> dict:
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--preset", "tiny",
                              "--steps", "1", "--out", str(out), *args,
-                             f"data.cache_dir={tmp_path / 'cache'}"],
+                             f"data.cache_dir={shared_cache(tmp_path)}"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return json.loads(out.read_text())

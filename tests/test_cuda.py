@@ -9,7 +9,7 @@ import torch
 
 from common import config as configlib
 from common import gmm, runtime
-from tests.scripts import FOLDERS, REPO, module, run, tiny
+from tests.scripts import FOLDERS, REPO, module, run, shared_cache, tiny
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(),
@@ -51,7 +51,7 @@ def test_training_steps_never_wait_for_the_host(tmp_path, folder):
     config, train = module(folder, "config"), module(folder, "train")
     cfg = configlib.resolve(config.CONFIG, config.PRESETS, "tiny",
                             ["run.device=cuda", "train.amp=bf16",
-                             f"data.cache_dir={tmp_path / 'cache'}"])
+                             f"data.cache_dir={shared_cache(tmp_path)}"])
     _, device = runtime.setup(cfg)
     data = train.dataset.load_data(cfg, device, REPO)
     state = train.build_state(cfg, data, device)

@@ -18,7 +18,7 @@ from torch import nn
 from common import config as configlib
 from common import distributed
 from tests import scripts
-from tests.scripts import FOLDERS, REPO, tiny
+from tests.scripts import FOLDERS, REPO, shared_cache, tiny
 
 SCRIPT = scripts.script("dsprites")
 
@@ -70,7 +70,7 @@ def _tiny_data(folder, tmp_path):
     """(the folder's train module, its tiny config with model.norm=batch, its tiny data)."""
     train = scripts.module(folder, "train")
     cfg = configlib.resolve(train.config.CONFIG, train.config.PRESETS, "tiny",
-                            ["run.device=cpu", f"data.cache_dir={tmp_path / 'cache'}",
+                            ["run.device=cpu", f"data.cache_dir={shared_cache(tmp_path)}",
                              "model.norm=batch"])
     return train, cfg, train.dataset.load_data(cfg, "cpu", REPO)
 
