@@ -6,7 +6,6 @@ this is for watching one."""
 from pathlib import Path
 
 import torch
-from torchvision.utils import make_grid
 
 FOLDER = "tensorboard"
 
@@ -31,6 +30,8 @@ class Board:
 
     def pictures(self, epoch: int, tag: str, images: torch.Tensor) -> None:
         """images (rows, cols, C, H, W) in [0, 1] as one grid picture."""
+        from torchvision.utils import make_grid  # see plots.image_grid on why imported here
+
         grid = make_grid(images.flatten(0, 1).float().cpu().clamp(0, 1), nrow=images.shape[1],
                          padding=2, pad_value=1.0)
         self.writer.add_image(tag, grid, epoch)

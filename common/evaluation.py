@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from common import classifier, disentanglement, gmm, metrics
+from common import classifier, gmm, metrics
 from common.checkpoint import atomic_write
 from common.data import Data
 
@@ -201,5 +201,8 @@ def literature(codes_fit, classes_fit, codes, classes, workers: int = 1) -> dict
     """MIG, SAP, DCI, FactorVAE, BetaVAE of codes (n, D) against every ground-truth factor
     (classes (n, F)); DCI's predictors are fitted on codes_fit / classes_fit, on `workers`
     threads (the caller passes torch's, run.threads; the numbers do not depend on it)."""
+    # imported here: scikit-learn takes seconds to import, and only a finished run needs it
+    from common import disentanglement
+
     as_numpy = [t.cpu().numpy() for t in (codes_fit, classes_fit, codes, classes)]
     return disentanglement.scores_from_codes(*as_numpy, seed=0, workers=workers)

@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 GRID_PAD = 2  # pixels of white between the tiles of an image grid
 LABEL_INCH_PER_CHAR = 0.065  # width of one character of a 7-point row label
@@ -20,6 +19,10 @@ def image_grid(images, path, row_labels=None, col_labels=None, title=None, cell=
     """images: (R, C, channels, H, W) in [0, 1], 1 channel (grey) or 3 (RGB) -> one PNG: the
     tiles laid out by torchvision's make_grid, rows and columns labelled at their centres.
     Margins are sized for the labels, so long entity names are never cut off."""
+    # imported here: torchvision takes seconds to import (it loads torch._dynamo), and a run
+    # that stops on bad input, or before its pictures, should not wait for it
+    from torchvision.utils import make_grid
+
     images = torch.as_tensor(images).detach().float().cpu().clamp(0, 1)
     rows, cols, _, height, width = images.shape
     grid = make_grid(images.flatten(0, 1), nrow=cols, padding=GRID_PAD, pad_value=1.0)

@@ -245,6 +245,23 @@ def test_bad_input_stops_at_once_with_one_clear_line(tmp_path, capsys, folder, o
     assert not (tmp_path / "runs" / "bad").exists()
 
 
+def test_a_bad_command_line_is_answered_before_the_slow_imports():
+    # torchvision (which loads torch._dynamo) and scikit-learn take seconds to import; a run
+    # needs them only for its pictures and literature metrics, so a typo is answered without
+    result = subprocess.run(
+        [sys.executable, "-c",
+         "import sys\n"
+         f"for folder in {FOLDERS!r}:\n"
+         "    code = __import__('common.cli').cli.run(\n"
+         "        lambda: __import__(folder + '.train').train.main(['train.batch_sise=3']))\n"
+         "    assert code == 2, code\n"
+         "print(sorted(m for m in ('torchvision', 'sklearn') if m in sys.modules))"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+    assert result.stderr.count("did you mean 'train.batch_size'") == len(FOLDERS)
+
+
 # ---------------------------------------------------------------- one folder suffices
 # The loop, checkpointing, command line and method checks are the same code in every folder
 # (tests/test_copies.py), so what follows runs on dSprites, the fastest.
