@@ -143,7 +143,7 @@ PRESETS = {
     # code per entity factor, batch normalisation, a second warm-up epoch (the encoder sees
     # every picture twice before the blocks are fitted to the labelled codes), covariances
     # calibrated over the last 4 epochs. What it buys and costs: RESULTS.md, "Shapes3D at five
-    # labels per entity, every seed"
+    # labels per entity: a second warm-up epoch"
     "labels5": {
         "data.labelled_per_entity": 5,
         "model.norm": "batch",
