@@ -27,6 +27,16 @@ def shared_cache(tmp_path) -> Path:
     return Path(tmp_path).parent / "shared-cache"
 
 
+def tiny_config(folder: str, tmp_path, *overrides) -> dict:
+    """A folder's tiny config resolved in-process (for tests that build its state themselves),
+    data in the session's shared cache; overrides as on the command line."""
+    from common import config as configlib
+
+    config = module(folder, "config")
+    return configlib.resolve(config.CONFIG, config.PRESETS, "tiny",
+                             [f"data.cache_dir={shared_cache(tmp_path)}", *overrides])
+
+
 def tiny(tmp_path, name, epochs=(1, 2), tensorboard=False) -> list[str]:
     """Arguments of a tiny run named `name` under tmp_path, with (warm-up, relational) epochs,
     data and classifiers in the session's shared cache; TensorBoard off unless asked for (its

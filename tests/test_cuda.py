@@ -7,9 +7,8 @@ import json
 import pytest
 import torch
 
-from common import config as configlib
 from common import gmm, runtime
-from tests.scripts import FOLDERS, REPO, module, run, shared_cache, tiny
+from tests.scripts import FOLDERS, REPO, module, run, tiny, tiny_config
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(),
@@ -48,10 +47,8 @@ def test_mixture_maths_on_cuda_equal_the_cpu():
 def test_training_steps_never_wait_for_the_host(tmp_path, folder):
     """torch's sync debug mode raises on any device-to-host synchronisation (.item(), a
     data-dependent shape, a CPU read): the warm-up, relational and ReL steps have none."""
-    config, train = module(folder, "config"), module(folder, "train")
-    cfg = configlib.resolve(config.CONFIG, config.PRESETS, "tiny",
-                            ["run.device=cuda", "train.amp=bf16",
-                             f"data.cache_dir={shared_cache(tmp_path)}"])
+    train = module(folder, "train")
+    cfg = tiny_config(folder, tmp_path, "run.device=cuda", "train.amp=bf16")
     _, device = runtime.setup(cfg)
     data = train.dataset.load_data(cfg, device, REPO)
     state = train.build_state(cfg, data, device)

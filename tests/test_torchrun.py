@@ -15,10 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from common import config as configlib
 from common import distributed
 from tests import scripts
-from tests.scripts import FOLDERS, REPO, shared_cache, tiny
+from tests.scripts import FOLDERS, REPO, tiny
 
 SCRIPT = scripts.script("dsprites")
 
@@ -69,9 +68,7 @@ def test_two_processes_match_one(tmp_path):
 def _tiny_data(folder, tmp_path):
     """(the folder's train module, its tiny config with model.norm=batch, its tiny data)."""
     train = scripts.module(folder, "train")
-    cfg = configlib.resolve(train.config.CONFIG, train.config.PRESETS, "tiny",
-                            ["run.device=cpu", f"data.cache_dir={shared_cache(tmp_path)}",
-                             "model.norm=batch"])
+    cfg = scripts.tiny_config(folder, tmp_path, "run.device=cpu", "model.norm=batch")
     return train, cfg, train.dataset.load_data(cfg, "cpu", REPO)
 
 
