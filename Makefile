@@ -22,4 +22,4 @@ train: $(STAMP)
 	$(VENV)/bin/python $(DATASET)/train.py $(ARGS)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto

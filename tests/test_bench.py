@@ -12,6 +12,8 @@ import pytest
 
 from tests.scripts import shared_cache
 
+pytestmark = pytest.mark.runs  # trains whole runs: scheduled first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

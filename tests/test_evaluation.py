@@ -117,6 +117,7 @@ def read_oracle(data, cfg, clf, heads, acc, identity=False, decode=None, **kwarg
     return scores, pictures
 
 
+@pytest.mark.runs
 def test_classifier_reads_real_pictures_and_says_which_nuisances_it_can_tell(tiny):
     _, _, _, heads, acc = tiny
     assert [h.factor for h in heads] == ["shape", "posX", "posY", "orientation"]
@@ -249,6 +250,7 @@ def test_report_lists_every_metric_and_links_existing_pictures():
     assert json.dumps(CONFIG, indent=2) in text
 
 
+@pytest.mark.runs
 def test_classifier_reads_the_small_mpi3d_objects_shape(tmp_path):
     """MPI3D's object is 11-19 px across: its shape is a detail beside colour and size. (Before
     the classifier had batch normalisation it read shape at chance, 0.2, here and at full size.)"""

@@ -16,6 +16,8 @@ import torch
 from tests import scripts
 from tests.scripts import REPO, tiny
 
+pytestmark = pytest.mark.runs  # trains whole runs: scheduled first (tests/conftest.py)
+
 SCRIPT = scripts.script("dsprites")
 
 

@@ -11,6 +11,8 @@ from torch import nn
 
 from tests.scripts import FOLDERS, module, run, tiny
 
+pytestmark = pytest.mark.runs  # trains whole runs: scheduled first (tests/conftest.py)
+
 # the state_dict keys of the networks before model.norm existed: old checkpoints must load
 ENCODER_KEYS = [f"net.{i}.{p}" for i in (0, 2, 4, 6, 9, 11) for p in ("weight", "bias")]
 DECODER_KEYS = [f"net.{i}.{p}" for i in (0, 2, 5, 7, 9, 11) for p in ("weight", "bias")]

@@ -112,6 +112,7 @@ def test_a_refit_moves_the_covariances_to_the_codes_and_keeps_the_learnt_means(k
     assert after < before - 10 * math.log(2)  # each of 10 variances at least 4 times smaller
 
 
+@pytest.mark.runs
 def test_a_modular_run_trains_evaluates_and_resumes_its_blocks(tmp_path):
     result = run("dsprites", tiny(tmp_path, "modular")
                  + ["prior.kind=modular", "prior.refit_every=1"])

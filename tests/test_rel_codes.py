@@ -54,6 +54,7 @@ def _trained_rel(folder, rel_codes: bool, steps: int = 600):
     return float((pred == state.table[relation, entities]).float().mean())
 
 
+@pytest.mark.runs
 def test_rel_codes_moves_codes_outside_the_components():
     without, with_codes = _trained_rel("dsprites", False), _trained_rel("dsprites", True)
     print(f"relation accuracy on far codes: prior samples only {without:.3f}, "

@@ -8,7 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.scripts import tiny
+
+pytestmark = pytest.mark.runs  # trains whole runs: scheduled first (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 

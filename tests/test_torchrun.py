@@ -20,6 +20,8 @@ from common import distributed
 from tests import scripts
 from tests.scripts import FOLDERS, REPO, tiny
 
+pytestmark = pytest.mark.runs  # trains whole runs: scheduled first (tests/conftest.py)
+
 SCRIPT = scripts.script("dsprites")
 
 

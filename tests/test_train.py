@@ -20,6 +20,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.scripts import FOLDERS, REPO, module, run, script, tiny
 from tests.test_config import METHOD_REJECTS
 
+pytestmark = pytest.mark.runs  # trains whole runs: scheduled first (tests/conftest.py)
+
 PICTURES = ("training_curves.png", "latent_space.png", "traversals.png", "relation_chains.png",
             "component_samples.png", "accuracy_vs_q.png", "within_entity.png")
 
