@@ -1,8 +1,10 @@
 """Rendering a procedural stand-in on every CPU core: chunks of rows in worker processes."""
 
+import math
 import multiprocessing
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -13,11 +15,19 @@ MIN_PARALLEL_CHUNKS = 16
 
 
 def cpu_count() -> int:
-    """CPU cores this process may run on."""
+    """CPU cores this process may run on: its CPU affinity, and no more than a cgroup v2 CPU
+    quota allows (a container's share of a larger machine)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:  # "max 100000" (no quota) or "<quota> <period>" in microseconds
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 def render_rows(render, classes, image_shape, chunk: int, desc: str,
