@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
 from common import plots  # noqa: E402
+from common.render import cpu_count  # noqa: E402
 from common.runlog import FINISHED, LOCK, FileLock  # noqa: E402
 
 DATASETS = sorted(path.parent.name for path in REPO.glob("*/train.py"))  # every dataset folder
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
         return 0
     todo = [(b, s) for b, s in my_runs(args.budgets, args.seeds, args.shard)
             if not finished(out, b, s)]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+    threads = max(1, cpu_count() // args.jobs) if args.jobs > 1 else 0
     failed, holders = [], {}
     if not args.collect and todo:
         with ThreadPoolExecutor(args.jobs) as pool, \

@@ -37,3 +37,17 @@ def mirror(x, prob: float):
         return x
     flipped = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < prob
     return torch.where(flipped, x.flip(-1), x)
+
+
+def shift(x, max_shift: int):
+    """Translate every image by its own random whole-pixel offset in [-max_shift, max_shift]
+    on each axis, repeating the edge pixels into the uncovered border. Only for inputs whose
+    label a move keeps (where position is a nuisance: MPI3D's arm, not dSprites' bins)."""
+    if max_shift <= 0:
+        return x
+    batch, channels, height, width = x.shape
+    offsets = torch.randint(-max_shift, max_shift + 1, (2, batch, 1), device=x.device)
+    rows = (torch.arange(height, device=x.device) - offsets[0]).clamp(0, height - 1)  # (B, H)
+    cols = (torch.arange(width, device=x.device) - offsets[1]).clamp(0, width - 1)  # (B, W)
+    x = x.gather(2, rows[:, None, :, None].expand(batch, channels, height, width))
+    return x.gather(3, cols[:, None, None, :].expand(batch, channels, height, width))

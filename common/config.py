@@ -98,7 +98,8 @@ ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "train.checkpoint_every_s": 0.0, "train.recon_object_weight": 0.0,
               "prior.kind": "entity", "prior.blocks": [],
               "prior.refit_every": 0, "prior.calibrate_epochs": 0,
-              "prior.calibrate_images": 10000, "model.norm": "none"}
+              "prior.calibrate_images": 10000, "model.norm": "none",
+              "data.labelled_shift": 0}
 
 
 def upgrade(cfg: dict) -> dict:

@@ -40,6 +40,9 @@ CONFIG = {
         "mask_prob": 0.0,  # fraction of a batch with a random square blanked (input only)
         "mask_size": 16,  # side of that square, pixels
         "labelled_mirror_prob": 0.0,  # fraction of labelled inputs mirrored left-right
+        # labelled inputs moved by up to this many pixels each way (0: off); position is an
+        # entity factor here, so a move would change the label
+        "labelled_shift": 0,
     },
     "entities": {
         "bins": {"shape": [[0], [1], [2]], "posX": _EDGES, "posY": _EDGES},
@@ -228,6 +231,12 @@ def validate_data(cfg: dict) -> None:
             raise UserError(f"data.{key} must be in [0, 1], got {data[key]}")
     if not 1 <= data["mask_size"] <= 64:
         raise UserError(f"data.mask_size must be in 1..64, got {data['mask_size']}")
+    if not 0 <= data["labelled_shift"] <= 32:
+        raise UserError(f"data.labelled_shift must be in 0..32 pixels, got "
+                        f"{data['labelled_shift']}")
     if data["labelled_mirror_prob"] > 0 and "posX" in cfg["entities"]["bins"]:
         raise UserError("data.labelled_mirror_prob must be 0 while posX is an entity factor: "
                         "a mirror moves the shape to the other side and breaks its label")
+    if data["labelled_shift"] > 0 and {"posX", "posY"} & set(cfg["entities"]["bins"]):
+        raise UserError("data.labelled_shift must be 0 while posX or posY is an entity factor: "
+                        "a move can take the shape into another position bin")

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from common import cli, distributed, evaluation, report, runtime
 from common import config as configlib
-from common.augment import mirror
+from common.augment import mirror, shift
 from common.board import Board
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data import Data, batches, resolve_paths
@@ -221,7 +221,8 @@ def relational_step(state, data, idx, cfg):
     labelled = data.labelled[pick]
     x_lab, y_lab = data.batch("train", labelled), data.entities["train"][labelled]
     x_in = dataset.augment(x, cfg)
-    x_lab_in = dataset.augment(mirror(x_lab, cfg["data"]["labelled_mirror_prob"]), cfg)
+    x_lab_in = dataset.augment(shift(mirror(x_lab, cfg["data"]["labelled_mirror_prob"]),
+                                     cfg["data"]["labelled_shift"]), cfg)
     with torch.no_grad():
         z_mix, _ = prior.sample_uniform(len(x))
         z_own = prior.sample(y_lab)

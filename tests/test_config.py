@@ -240,6 +240,8 @@ METHOD_REJECTS = [
     ("train.rel_loss=l1", r"train.rel_loss must be one of mse, nll, xent, got 'l1'"),
     ("train.sup_loss=xent", r"train.sup_loss must be one of nll, nll\+xent, got 'xent'"),
     ("data.labelled_mirror_prob=1.5", r"data.labelled_mirror_prob must be in \[0, 1\]"),
+    ("data.labelled_shift=33", r"data.labelled_shift must be in 0..32 pixels, got 33"),
+    ("data.labelled_shift=-1", r"data.labelled_shift must be in 0..32 pixels, got -1"),
     ("prior.warmup=cauchy", r"prior.warmup"),
     ("prior.gm_cov=-0.5", r"prior.gm_cov must be > 0"),
     ("model.z_dim=0", r"model.z_dim"),
@@ -324,6 +326,7 @@ def test_every_folder_validates_the_method_keys(folder, override, pattern):
 
 @pytest.mark.parametrize("override,pattern", [
     ("data.labelled_mirror_prob=0.5", r"labelled_mirror_prob must be 0 while posX is an entity"),
+    ("data.labelled_shift=4", r"labelled_shift must be 0 while posX or posY is an entity"),
     ("data.nuisances.scale=[2, 6]", r"data.nuisances.scale index 6 is outside 0..5"),
     ("data.nuisances.orientation=[-1]", r"data.nuisances.orientation index -1"),
     ("data.nuisances.scale=[]", r"data.nuisances.scale is empty"),

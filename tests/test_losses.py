@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from common import gmm
-from common.augment import mirror
+from common.augment import mirror, shift
 from tests.scripts import FOLDERS, module
 
 
@@ -72,6 +72,31 @@ def test_mirror_flips_the_requested_fraction_left_right_and_nothing_else():
     assert flipped.float().mean().item() == pytest.approx(0.5, abs=0.03)
     assert torch.equal(mirror(x, 1.0), x.flip(-1))
     assert mirror(x, 0.0) is x
+
+
+def test_shift_moves_each_image_by_its_own_offset_and_repeats_the_edges():
+    torch.manual_seed(0)
+    x = torch.rand(300, 3, 8, 8)
+    out = shift(x, 2)
+    coords = torch.arange(8)
+
+    def moved_by(image, dy, dx):
+        return image[:, (coords - dy).clamp(0, 7)][:, :, (coords - dx).clamp(0, 7)]
+
+    seen = set()
+    for image, moved in zip(x, out):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(moved_by(image, dy, dx), moved)]
+        assert len(found) == 1  # exactly one move within the range makes each output
+        seen.add(found[0])
+    assert len(seen) == 25  # every offset in [-2, 2] x [-2, 2] occurs
+    assert shift(x, 0) is x
+    # an object 4 px from the edge, moved 2 px towards it, keeps its every pixel
+    y = torch.zeros(1, 1, 16, 16)
+    y[0, 0, 4:8, 5:9] = 1.0
+    torch.manual_seed(1)
+    moved = shift(y, 2)
+    assert moved.sum().item() == 16.0 and moved.max().item() == 1.0
 
 
 def test_object_mask_finds_the_object_on_its_background_and_the_weight_counts_it(losses):
