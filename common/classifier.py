@@ -96,7 +96,7 @@ class FactorClassifier(nn.Module):
         return torch.cat(out) if out else torch.zeros(0, len(self.head_sizes), dtype=torch.long)
 
 
-def _soften(x, generator):
+def soften(x, generator):
     """Blur a random half of the batch with a 3x3 box filter (decoded pictures are soft)."""
     channels = x.shape[1]
     kernel = torch.full((channels, 1, 3, 3), 1 / 9, device=x.device)
@@ -144,7 +144,7 @@ def load_or_train(data: Data, nuisances: dict, cache_dir: Path, name: str,
             saved = load_checkpoint(path, map_location=device)
             clf.load_state_dict(saved["weights"])
             return clf.eval(), heads, saved["test_accuracy"]
-        _train(clf, data, heads, settings)
+        fit(clf, data, heads, settings)
     test_acc = accuracy(clf, data, "test", heads)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint({"weights": clf.state_dict(), "test_accuracy": test_acc,
@@ -152,7 +152,9 @@ def load_or_train(data: Data, nuisances: dict, cache_dir: Path, name: str,
     return clf.eval(), heads, test_acc
 
 
-def _train(clf, data: Data, heads: list[Head], settings: dict) -> None:
+def fit(clf, data: Data, heads: list[Head], settings: dict, augment=soften) -> None:
+    """Train clf on every training picture of data: settings["steps"] Adam steps, each on
+    augment(batch, generator) (soften: a random half blurred)."""
     torch.manual_seed(settings["seed"])
     generator = torch.Generator().manual_seed(settings["seed"])
     truth = targets(data, "train", heads)
@@ -167,7 +169,7 @@ def _train(clf, data: Data, heads: list[Head], settings: dict) -> None:
         if not order:  # a fixed number of steps, whatever the subset's size
             order = batches(n, size, truth.device, generator=generator)
         idx = order.pop()
-        logits = clf(_soften(data.batch("train", idx), generator))
+        logits = clf(augment(data.batch("train", idx), generator))
         loss = sum(F.cross_entropy(h, truth[idx, i]) for i, h in enumerate(logits))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -61,3 +61,19 @@ def test_an_unknown_dataset_is_refused_with_the_choices():
     assert result.returncode == 2
     assert "unknown ['celeba']; choose from ['dsprites', 'mpi3d', 'shapes3d'] or all" in (
         result.stderr)
+
+
+def test_label_probe_trains_on_the_labelled_images_alone_and_reads_the_test_split(tmp_path):
+    probe = importlib.import_module("bench.label_probe").probe
+    cache = f"data.cache_dir={shared_cache(tmp_path)}"
+    scores = probe("mpi3d", 2, 4, 30, [cache], preset="tiny")
+    config = importlib.import_module("mpi3d.config")
+    bins = config.PRESETS["tiny"]
+    entities = (len(bins["entities.bins.object_color"]) * len(bins["entities.bins.object_shape"])
+                * len(config.CONFIG["entities"]["bins"]["object_size"]))
+    assert scores["labelled"] == 2 * entities  # the budget, not the training split
+    assert set(scores) == {"labelled", "object_color", "object_shape", "object_size", "entity"}
+    assert all(0.0 <= scores[k] <= 1.0 for k in scores if k != "labelled")
+    assert scores["entity"] <= min(scores["object_color"], scores["object_shape"],
+                                   scores["object_size"])
+    assert probe("mpi3d", 2, 4, 30, [cache], preset="tiny") == scores  # seeded: repeatable
