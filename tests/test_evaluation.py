@@ -129,7 +129,7 @@ def test_classifier_reads_real_pictures_and_says_which_nuisances_it_can_tell(tin
 
 def test_classifier_is_cached_and_not_retrained(tiny, monkeypatch):
     cfg, data, clf, _, acc = tiny
-    monkeypatch.setattr(classifier, "_train", lambda *a: pytest.fail("retrained"))
+    monkeypatch.setattr(classifier, "fit", lambda *a: pytest.fail("retrained"))
     again, _, again_acc = classifier.load_or_train(data, cfg["data"]["nuisances"],
                                                    cfg["data"]["cache_dir"], "dsprites", SETTINGS)
     assert again_acc == acc
