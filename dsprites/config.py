@@ -76,6 +76,9 @@ CONFIG = {
         # entity factor, one component per bin in each block (prior.py)
         "kind": "entity",
         "blocks": [],  # modular: dimensions of each entity factor's block; []: an even split
+        # modular: the code's last dimensions, one component shared by every entity and moved
+        # by no relation (room for the nuisances); the factor blocks share the rest
+        "free_dims": 0,
         # relational epochs between fits of the covariances to the encoded labelled images
         # (at their own spread), the learnt means kept; 0: fixed after the first fit (paper)
         "refit_every": 0,
@@ -179,7 +182,7 @@ RANGES = {
     "train.checkpoint_every_s": (0.0, 1e9), "train.recon_object_weight": (0.0, 1e6),
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
-    "prior.refit_every": (0, 10**6),
+    "prior.refit_every": (0, 10**6), "prior.free_dims": (0, 4096),
     "prior.calibrate_epochs": (0, 10**6), "prior.calibrate_images": (1, 10**8),
     "eval.q": (configlib.POSITIVE, 1.0), "eval.rel_samples": (1, 10**5),
     "eval.classifier_steps": (1, 10**7),
@@ -208,14 +211,19 @@ def validate_method(cfg: dict) -> None:
         raise UserError(f"model.channels must be four widths in 1..4096, got {channels}")
     blocks, num_factors = cfg["prior"]["blocks"], len(cfg["entities"]["bins"])
     z_dim = cfg["model"]["z_dim"]
-    if blocks and (len(blocks) != num_factors or sum(blocks) != z_dim
+    free = cfg["prior"]["free_dims"]
+    if free and cfg["prior"]["kind"] != "modular":
+        raise UserError(f"prior.free_dims={free} needs prior.kind=modular (the entity kind has "
+                        "no blocks); set prior.kind=modular or prior.free_dims=0")
+    if blocks and (len(blocks) != num_factors or sum(blocks) != z_dim - free
                    or not all(configlib.is_int(b) and b >= 1 for b in blocks)):
         raise UserError(f"prior.blocks must be {num_factors} block sizes >= 1 (one per entity "
-                        f"factor) that add up to model.z_dim = {z_dim}, got {blocks}; [] splits "
-                        "z_dim evenly")
-    if cfg["prior"]["kind"] == "modular" and z_dim < num_factors:
-        raise UserError(f"prior.kind=modular needs model.z_dim >= {num_factors}, one dimension "
-                        f"per entity factor at least; got {z_dim}")
+                        f"factor) that add up to model.z_dim - prior.free_dims = {z_dim - free}, "
+                        f"got {blocks}; [] splits those dimensions evenly")
+    if cfg["prior"]["kind"] == "modular" and z_dim - free < num_factors:
+        raise UserError(f"prior.kind=modular needs model.z_dim - prior.free_dims >= "
+                        f"{num_factors}, one dimension per entity factor at least; got "
+                        f"{z_dim} - {free}")
     qs = cfg["eval"]["qs"]
     # metrics.csv, the progress line and the summary read the metrics at q = 0.99
     if not all(isinstance(q, (int, float)) and 0 < q <= 1 for q in qs) or 0.99 not in qs:

@@ -6,7 +6,8 @@ mixture of phases 2-3, of one of two kinds (prior.kind):
   with one component per bin of that factor, and an entity's component is the product of its
   bins' components (Valenti & Bacciu's modular follow-up). A labelled image labels every block
   at once, so each bin's component is fitted from the labelled codes of every entity that
-  shares the bin.
+  shares the bin. Optionally a free block closes the code (prior.free_dims): one component
+  that every entity shares, which no relation moves, room for what varies inside an entity.
 
 Both expose one component per entity (means (K, D), chol (K, D, D)), so the losses, ReL and
 every metric read them alike. The density maths is common/gmm.py."""
@@ -168,10 +169,17 @@ def block_dims(z_dim: int, num_factors: int, blocks: list) -> list:
 
 
 def build(cfg: dict, space) -> Mixture:
-    """The mixture prior.kind names; means learnt when prior.learn_means is set."""
+    """The mixture prior.kind names; means learnt when prior.learn_means is set. The modular
+    kind's free block (prior.free_dims) is a block of one bin that every entity shares: no
+    relation moves it, as no relation names its factor."""
     z_dim, learn = cfg["model"]["z_dim"], cfg["prior"]["learn_means"]
     if cfg["prior"]["kind"] == "modular":
         entity_bins = space.bins_of_entity(np.arange(space.num_entities))
-        dims = block_dims(z_dim, len(space.bin_counts), cfg["prior"]["blocks"])
-        return ModularPrior(entity_bins, space.bin_counts, dims, learn)
+        free = cfg["prior"]["free_dims"]
+        dims = block_dims(z_dim - free, len(space.bin_counts), cfg["prior"]["blocks"])
+        bin_counts = list(space.bin_counts)
+        if free:
+            entity_bins = np.concatenate([entity_bins, np.zeros((len(entity_bins), 1), int)], 1)
+            bin_counts, dims = bin_counts + [1], dims + [free]
+        return ModularPrior(entity_bins, bin_counts, dims, learn)
     return MixturePrior(space.num_entities, z_dim, learn)

@@ -85,6 +85,41 @@ def test_modular_block_sizes_are_checked(folder):
     assert list(prior.block_dims) == blocks
 
 
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_the_free_block_is_shared_by_every_entity_and_moved_by_no_relation(folder):
+    config = module(folder, "config")
+    cfg = copy.deepcopy(config.CONFIG)
+    factors, free = len(cfg["entities"]["bins"]), 3
+    cfg["model"]["z_dim"] = 10 + free
+    cfg["prior"].update(kind="modular", free_dims=free)
+    config.validate(cfg)
+    space = module(folder, "dataset").entity_space(cfg)
+    prior = module(folder, "prior").build(cfg, space)
+    assert len(prior.block_dims) == factors + 1 and prior.block_dims[-1] == free
+    assert sum(prior.block_dims[:-1]) == 10 and max(prior.block_dims[:-1]) - min(
+        prior.block_dims[:-1]) <= 1  # the factor blocks split the rest evenly
+    torch.manual_seed(0)
+    labels = torch.arange(space.num_entities).repeat_interleave(4)
+    z = torch.randn(len(labels), 13) + torch.randn(space.num_entities, 13)[labels] * 3
+    prior.fit(z, labels, cov_scale=1.0)
+    # one component for every entity, fitted to the free dimensions of every labelled code
+    assert torch.allclose(prior.means[:, -free:], z[:, -free:].mean(0).expand(
+        space.num_entities, free), atol=1e-5)
+    assert torch.equal(prior.chol[:, -free:, -free:], prior.chol[:1, -free:, -free:].expand(
+        space.num_entities, free, free))
+    # classification reads the factor blocks alone: the free block's density is the same for all
+    changes = prior.relation_changes(space)
+    assert not changes[:, -free:].any() and changes[:, :-free].any(1).all()
+
+    for bad, message in (({"kind": "entity"}, "needs prior.kind=modular"),
+                         ({"blocks": [1] * (factors - 1) + [14 - factors]}, "z_dim - prior.free"),
+                         ({"free_dims": 13 - factors + 1}, "one dimension per entity factor")):
+        wrong = copy.deepcopy(cfg)
+        wrong["prior"].update(bad)
+        with pytest.raises(Exception, match=message):
+            config.validate(wrong)
+
+
 @pytest.mark.parametrize("kind", ["entity", "modular"])
 def test_a_refit_moves_the_covariances_to_the_codes_and_keeps_the_learnt_means(kind):
     cfg = copy.deepcopy(module("shapes3d", "config").CONFIG)
