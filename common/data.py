@@ -56,6 +56,42 @@ def labelled_subset(entity_ids: np.ndarray, per_entity: int, num_entities: int, 
     return np.sort(np.concatenate(chosen))
 
 
+def labelled_per_bin(entity_ids: np.ndarray, entity_bins: np.ndarray, per_bin: int, seed: int):
+    """Positions (into entity_ids) of a labelled set that gives every bin of every entity
+    factor at least `per_bin` labelled images, with few images (data.labelled_per_bin; for
+    prior.kind=modular, whose components are bins). Greedy: the next image comes from the
+    entity with the most factors whose bin still lacks labels, then the largest lack summed
+    over its factors, then the fewest labels its bins already have, then at random; an image
+    of it not yet chosen, at random.
+
+    entity_bins (K, F): the bin of each entity factor of every entity (EntitySpace)."""
+    if per_bin < 1:
+        raise UserError(f"data.labelled_per_bin must be >= 1 to count the budget per bin, got "
+                        f"{per_bin}; 0 counts it per entity (data.labelled_per_entity)")
+    rng = np.random.default_rng(seed)
+    num_entities, num_factors = entity_bins.shape
+    pools = [list(rng.permutation(np.flatnonzero(entity_ids == e))) for e in range(num_entities)]
+    have = [np.zeros(entity_bins[:, f].max() + 1, np.int64) for f in range(num_factors)]
+    chosen = []
+    while min(part.min() for part in have) < per_bin:
+        own = np.stack([have[f][entity_bins[:, f]] for f in range(num_factors)], 1)  # (K, F)
+        lack = (per_bin - own).clip(min=0)
+        open_ = np.array([len(pool) > 0 for pool in pools])
+        # np.lexsort sorts by its last key first; the best entity comes last
+        order = np.lexsort((rng.random(num_entities), -own.sum(1), lack.sum(1),
+                            (lack > 0).sum(1), open_))
+        entity = int(order[-1])
+        if not open_[entity] or lack[entity].sum() == 0:
+            f = next(f for f in range(num_factors) if have[f].min() < per_bin)
+            raise UserError(f"data.labelled_per_bin={per_bin} but bin {int(have[f].argmin())} "
+                            f"of entity factor {f} has only {int(have[f].min())} training "
+                            "images; lower data.labelled_per_bin")
+        chosen.append(pools[entity].pop())
+        for f in range(num_factors):
+            have[f][entity_bins[entity, f]] += 1
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
 def batches(n: int, batch_size: int, device, generator=None, drop_last=True):
     """Random index batches over range(n) for one epoch, made on `device`."""
     order = torch.randperm(n, device="cpu", generator=generator).to(device)
@@ -113,8 +149,14 @@ def to_device(images, classes, space: EntitySpace, cfg: dict, device, pixel_scal
     images (N, 64, 64, C) uint8 and classes (N, F) in file order."""
     entities = space.entity_ids(classes)
     parts = split_indices(len(images), cfg["data"]["split"], cfg["run"]["seed"])
-    labelled = labelled_subset(entities[parts["train"]], cfg["data"]["labelled_per_entity"],
-                               space.num_entities, cfg["run"]["seed"])
+    train_entities = entities[parts["train"]]
+    if cfg["data"]["labelled_per_bin"]:
+        labelled = labelled_per_bin(train_entities,
+                                    space.bins_of_entity(np.arange(space.num_entities)),
+                                    cfg["data"]["labelled_per_bin"], cfg["run"]["seed"])
+    else:
+        labelled = labelled_subset(train_entities, cfg["data"]["labelled_per_entity"],
+                                   space.num_entities, cfg["run"]["seed"])
     move = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     return Data(
         space=space,

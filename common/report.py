@@ -30,7 +30,8 @@ HEADLINE = (
     ("recon_loss", "reconstruction loss (nats per image)"),
 )
 
-CONFIG_KEYS = ("run.seed", "data.path", "data.labelled_per_entity", "data.nuisances",
+CONFIG_KEYS = ("run.seed", "data.path", "data.labelled_per_entity", "data.labelled_per_bin",
+               "data.nuisances",
                "model.z_dim", "train.warmup_epochs", "train.relational_epochs",
                "train.lr_decay_epochs", "train.amp", "train.batch_size", "train.rel_loss",
                "train.rel_noise", "train.rel_codes",

@@ -35,6 +35,9 @@ CONFIG = {
                       "horizontal_axis": _AXIS, "vertical_axis": _AXIS},
         "split": [0.8, 0.1, 0.1],  # train, val, test
         "labelled_per_entity": 70,  # supervision budget: 5,040 of 51,840 training images, 9.7 %
+        # > 0: instead, as few labelled images as give every bin of every entity factor this
+        # many labels (prior.kind=modular only: its components are bins; common/data.py)
+        "labelled_per_bin": 0,
         "noise_prob": 0.0,  # fraction of a batch given salt-and-pepper noise (input only)
         "noise_rate": 0.05,  # fraction of pixels set to black or white in a noisy image
         "mask_prob": 0.0,  # fraction of a batch with a random square blanked (input only)
@@ -205,6 +208,7 @@ RANGES = {
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6), "prior.free_dims": (0, 4096),
+    "data.labelled_per_bin": (0, 10**6),
     "prior.calibrate_epochs": (0, 10**6), "prior.calibrate_images": (1, 10**8),
     "eval.q": (configlib.POSITIVE, 1.0), "eval.rel_samples": (1, 10**5),
     "eval.classifier_steps": (1, 10**7),
@@ -237,6 +241,11 @@ def validate_method(cfg: dict) -> None:
     if free and cfg["prior"]["kind"] != "modular":
         raise UserError(f"prior.free_dims={free} needs prior.kind=modular (the entity kind has "
                         "no blocks); set prior.kind=modular or prior.free_dims=0")
+    per_bin = cfg["data"]["labelled_per_bin"]
+    if per_bin and cfg["prior"]["kind"] != "modular":
+        raise UserError(f"data.labelled_per_bin={per_bin} needs prior.kind=modular (the entity "
+                        "kind needs labels of every entity); set prior.kind=modular or "
+                        "data.labelled_per_bin=0")
     if blocks and (len(blocks) != num_factors or sum(blocks) != z_dim - free
                    or not all(configlib.is_int(b) and b >= 1 for b in blocks)):
         raise UserError(f"prior.blocks must be {num_factors} block sizes >= 1 (one per entity "

@@ -1,13 +1,14 @@
 """common.config overrides and type checks (with the dSprites CONFIG), every folder's
 config.validate, splits and the labelled budget."""
 import copy
+import itertools
 import json
 
 import numpy as np
 import pytest
 
 from common import config as configlib
-from common.data import labelled_subset, split_indices
+from common.data import labelled_per_bin, labelled_subset, split_indices
 from common.errors import UserError
 from common.schedule import lr_factor
 from dsprites import dataset as ds
@@ -403,6 +404,46 @@ def test_labelled_budget_larger_than_available_names_the_max():
     chosen = labelled_subset(entities, 7, 4, seed=0)
     np.testing.assert_array_equal(np.bincount(entities[chosen]), [7, 7, 7, 7])
     assert len(np.unique(chosen)) == 28
+
+
+def test_a_budget_per_bin_labels_every_bin_with_as_few_images_as_it_can():
+    # MPI3D's entity grid: colour (6) x shape (6) x size (2), 720 training images per entity
+    entity_bins = np.array(list(itertools.product(range(6), range(6), range(2))))
+    entities = np.random.default_rng(0).permutation(np.repeat(np.arange(72), 720))
+    for per_bin in (1, 5, 12, 60):
+        chosen = labelled_per_bin(entities, entity_bins, per_bin, seed=0)
+        assert len(np.unique(chosen)) == len(chosen) == 6 * per_bin  # the fewest there can be
+        bins = entity_bins[entities[chosen]]
+        for f, n in enumerate((6, 6, 2)):
+            # every bin has its labels; the greedy order keeps the two sizes even as well
+            assert np.bincount(bins[:, f], minlength=n).min() >= per_bin
+            assert np.ptp(np.bincount(bins[:, f], minlength=n)) <= 1
+    again = labelled_per_bin(entities, entity_bins, 5, seed=0)
+    np.testing.assert_array_equal(again, labelled_per_bin(entities, entity_bins, 5, seed=0))
+    assert not np.array_equal(again, labelled_per_bin(entities, entity_bins, 5, seed=1))
+    # two factors of two bins, entity 3 = (1, 1) without images: bin 1 of the first factor
+    # has entity 2's three, bin 1 of the second entity 1's three
+    small = np.repeat(np.arange(3), 3)
+    grid = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    chosen = labelled_per_bin(small, grid, 3, seed=0)
+    assert np.bincount(small[chosen], minlength=3)[1:].tolist() == [3, 3]  # all there is
+    assert len(chosen) <= 7  # greedy: six would do, entity 0 may give one on the way
+    with pytest.raises(UserError, match=r"labelled_per_bin=4 but bin 1 of entity factor 0 has "
+                                        r"only 3"):
+        labelled_per_bin(small, grid, 4, seed=0)
+    with pytest.raises(UserError, match="labelled_per_bin must be >= 1"):
+        labelled_per_bin(small, grid, 0, seed=0)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_a_budget_per_bin_needs_the_modular_prior(folder):
+    config = module(folder, "config")
+    cfg = copy.deepcopy(config.CONFIG)
+    cfg["data"]["labelled_per_bin"] = 10
+    with pytest.raises(UserError, match="labelled_per_bin=10 needs prior.kind=modular"):
+        config.validate(cfg)
+    cfg["prior"]["kind"] = "modular"
+    config.validate(cfg)
 
 
 def test_lr_factor_falls_linearly_to_zero_over_the_last_relational_epochs():

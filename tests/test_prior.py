@@ -149,15 +149,19 @@ def test_a_refit_moves_the_covariances_to_the_codes_and_keeps_the_learnt_means(k
 
 @pytest.mark.runs
 def test_a_modular_run_trains_evaluates_and_resumes_its_blocks(tmp_path):
+    # with a free block of 2 dimensions, and 4 labels for each of the 3 bins of each factor
     result = run("dsprites", tiny(tmp_path, "modular")
-                 + ["prior.kind=modular", "prior.refit_every=1"])
+                 + ["prior.kind=modular", "prior.refit_every=1", "model.z_dim=12",
+                    "prior.free_dims=2", "data.labelled_per_bin=4"])
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "runs" / "modular"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for factor in ("shape", "posX", "posY"):
         assert 0.0 <= metrics[f"test/factor_acc/{factor}"] <= 1.0
+    assert metrics["labelled_images"] == 12  # 3 bins x 4: each image labels a bin of each factor
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert {"block_means.0", "block_chol2"} <= set(ckpt["prior"])
+    assert ckpt["prior"]["block_chol3"].shape == (1, 2, 2)  # the free block: one component
     again = run("dsprites", ["--evaluate", str(run_dir)])
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
