@@ -146,8 +146,8 @@ PRESETS = {
     # code per entity factor (60 labels per colour and per shape, 180 per size) and a free
     # block for the nuisances, the labelled inputs moved by up to 8 pixels (without the move
     # 360 pictures do not teach shape), covariances calibrated over the last 4 epochs. It
-    # meets the label-budget bars on three seeds of four (the fourth reads half its hexagonal
-    # prisms as cubes). RESULTS.md, "MPI3D at five labels per entity"
+    # meets the label-budget bars on three seeds of five (the others confuse shapes: 0.88 and
+    # 0.81). RESULTS.md, "MPI3D at five labels per entity"
     "labels5": {
         "data.labelled_per_entity": 5,
         "data.labelled_shift": 8,
