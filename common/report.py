@@ -35,7 +35,8 @@ CONFIG_KEYS = ("run.seed", "data.path", "data.labelled_per_entity", "data.labell
                "model.z_dim", "train.warmup_epochs", "train.relational_epochs",
                "train.lr_decay_epochs", "train.amp", "train.batch_size", "train.rel_loss",
                "train.rel_noise", "train.rel_codes",
-               "train.sup_loss", "train.sup_weight", "train.adv_weight",
+               "train.sup_loss", "train.sup_weight", "train.consistency_weight",
+               "train.adv_weight",
                "prior.gm_cov", "prior.learn_means", "prior.min_separation")
 
 

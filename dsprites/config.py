@@ -110,6 +110,10 @@ CONFIG = {
         "sup_weight": 6.0,  # weight of the supervised term (sup_loss); 0 = paper
         "rel_loss": "mse",  # mse (paper) | nll | xent
         "sup_loss": "nll",  # nll | nll+xent (also pushes labelled codes off other components)
+        # weight of a term that asks the entity posterior of each unlabelled picture to be
+        # what it is for the same picture mirrored and moved as the labelled ones are
+        # (data.labelled_mirror_prob, data.labelled_shift): no labels (loss.py); 0: off
+        "consistency_weight": 0.0,
         "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
         "rel_codes": False,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
@@ -183,6 +187,7 @@ RANGES = {
     "train.rel_lr": (configlib.POSITIVE, 10.0),
     "train.adv_weight": (0.0, 1e38), "train.sup_weight": (0.0, 1e38),
     "train.checkpoint_every_s": (0.0, 1e9), "train.recon_object_weight": (0.0, 1e6),
+    "train.consistency_weight": (0.0, 1e38),
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6), "prior.free_dims": (0, 4096),

@@ -111,14 +111,15 @@ def train_forward(state, module, *inputs):
 
 
 def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_slots, n_recon,
-                                 supervised=None):
+                                 supervised=None, consistency=None):
     """One reconstruction + discriminator + encoder update; returns the losses (tensors).
 
     images/inputs: clean and augmented images (N, C, 64, 64), this rank's share; the first
     n_recon are reconstructed. slots (N,): discriminator slot of each code (entity or K =
     unlabelled); real (M, D) prior samples with real_slots (M,). supervised: optional
-    f(codes of images[n_recon:]) -> an extra encoder loss. Returns the losses and the codes of
-    images[n_recon:] (detached).
+    f(codes of images[n_recon:]) -> an extra encoder loss; consistency: optional f(codes of
+    images[:n_recon]) -> another (train.consistency_weight). Returns the losses and the codes
+    of images[n_recon:] (detached).
     """
     model, group = state.model, state.group
     z = train_forward(state, model.encoder, inputs)
@@ -138,6 +139,9 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     if supervised is not None:
         out["sup"] = supervised(z[n_recon:])
         total = total + cfg["train"]["sup_weight"] * out["sup"]
+    if consistency is not None:
+        out["cons"] = consistency(z[:n_recon])
+        total = total + cfg["train"]["consistency_weight"] * out["cons"]
     state.ae_opt.zero_grad(set_to_none=True)
     total.backward()
     group.average_gradients(model.autoencoder_parameters())
@@ -223,15 +227,25 @@ def relational_step(state, data, idx, cfg):
     x_in = dataset.augment(x, cfg)
     x_lab_in = dataset.augment(shift(mirror(x_lab, cfg["data"]["labelled_mirror_prob"]),
                                      cfg["data"]["labelled_shift"]), cfg)
+    # the unlabelled pictures moved as the labelled ones are, for the consistency term
+    x_moved = (dataset.augment(shift(mirror(x, cfg["data"]["labelled_mirror_prob"]),
+                                     cfg["data"]["labelled_shift"]), cfg)
+               if cfg["train"]["consistency_weight"] > 0 else None)
     with torch.no_grad():
         z_mix, _ = prior.sample_uniform(len(x))
         z_own = prior.sample(y_lab)
     x, x_in, z_mix = shard(x), shard(x_in), shard(z_mix)
+    x_moved = shard(x_moved) if x_moved is not None else None
     x_lab, x_lab_in, y_lab, z_own = shard(x_lab), shard(x_lab_in), shard(y_lab), shard(z_own)
 
     def supervised(z_lab):
         return loss.supervised(z_lab, y_lab, prior.means.detach(), prior.chol,
                                cfg["train"]["sup_loss"])
+
+    def consistency(z):
+        with torch.no_grad():
+            target = train_forward(state, state.model.encoder, x_moved)
+        return loss.consistency(z, target, prior.means.detach(), prior.chol)
 
     unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
     out, z_lab = adversarial_autoencoder_step(
@@ -241,6 +255,7 @@ def relational_step(state, data, idx, cfg):
         real=torch.cat([z_mix, z_own]), real_slots=torch.cat([unlabelled, y_lab]),
         n_recon=len(x),
         supervised=supervised if cfg["train"]["sup_weight"] > 0 else None,
+        consistency=consistency if x_moved is not None else None,
     )
     codes = (z_lab, y_lab) if cfg["train"]["rel_codes"] else None
     for _ in range(cfg["train"]["rel_steps"]):
@@ -381,7 +396,7 @@ CSV_KEYS = ("val/recon_loss", "val/cluster_acc@0.99", "val/cluster_accept@0.99",
 
 def csv_row(state, phase, train_losses, val) -> dict:
     row = {"epoch": state.epoch, "phase": phase, "wall_s": round(state.elapsed_s, 2)}
-    for name in ("recon", "disc", "gen", "sup", "rel"):
+    for name in ("recon", "disc", "gen", "sup", "cons", "rel"):
         row[f"train/{name}"] = train_losses.get(f"train/{name}")
     row.update({k: val.get(k) for k in CSV_KEYS})
     return row

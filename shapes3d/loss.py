@@ -66,6 +66,16 @@ def supervised(z, labels, means, chol, kind: str):
     return loss
 
 
+def consistency(z, target_z, means, chol):
+    """Cross-entropy of the mixture posterior of codes z (N, D) against that of target_z, the
+    codes of the same pictures under a transformation that keeps the entity (no gradient
+    through the target): what the encoder says a picture is should not depend on that
+    transformation. It reads no labels, so every unlabelled picture teaches it."""
+    with torch.no_grad():
+        target = gmm.component_log_prob(target_z, means, chol).softmax(1)
+    return -(target * gmm.component_log_prob(z, means, chol).log_softmax(1)).sum(1).mean()
+
+
 def relational(moved, target_sample, target_component, means, chol, kind: str):
     """How far ReL's output is from the target entity's region.
 

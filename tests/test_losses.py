@@ -62,6 +62,26 @@ def test_xent_matches_cross_entropy_of_component_log_probs(losses):
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
 
 
+def test_consistency_is_the_cross_entropy_of_the_posteriors_and_pulls_to_the_targets(losses):
+    """The code midway between two unit components (posterior 1/2 each) against a target at
+    component 1's mean: the loss is log 2 whatever the target's posterior, its descent moves
+    the code towards component 1, and the target gets no gradient."""
+    means, chol = two_components()
+    z = torch.tensor([[1.5, 0.0]], requires_grad=True)
+    target = torch.tensor([[3.0, 0.0]], requires_grad=True)
+    got = losses.consistency(z, target, means, chol)
+    assert got.item() == pytest.approx(math.log(2), rel=1e-6)
+    got.backward()
+    assert z.grad[0, 0].item() < -1e-3 and z.grad[0, 1].item() == pytest.approx(0.0, abs=1e-7)
+    assert target.grad is None
+    # a code where its target is: the loss is the entropy of that posterior (squared
+    # distances 0 and 9 from x=0: posterior of component 0 is 1 / (1 + e^{-4.5}))
+    here = torch.zeros(1, 2)
+    p = 1 / (1 + math.exp(-4.5))
+    entropy = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert losses.consistency(here, here, means, chol).item() == pytest.approx(entropy, rel=1e-5)
+
+
 def test_mirror_flips_the_requested_fraction_left_right_and_nothing_else():
     torch.manual_seed(0)
     x = torch.rand(4000, 3, 8, 8)

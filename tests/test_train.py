@@ -2,6 +2,7 @@
 tests run every script): a complete run and --evaluate, SIGKILL and --resume, bad input. The
 folders are found by `*/train.py`, so a new one is tested without editing this file."""
 
+import csv
 import json
 import os
 import re
@@ -113,6 +114,20 @@ def reference(tmp_path_factory):
             made[folder] = comparable_run(tmp / "runs" / "reference")
         return made[folder]
     return get
+
+
+def test_consistency_term_trains_only_when_weighted(tmp_path, reference):
+    """train.consistency_weight > 0 adds the term (a finite, positive loss in metrics.csv);
+    at its default 0 the column stays empty, as in the reference run."""
+    result = run("mpi3d", [*tiny(tmp_path, "cons", epochs=(1, 1)), "train.consistency_weight=1",
+                           "data.labelled_shift=4"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "runs" / "cons" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["train/cons"] == ""  # the warm-up has no mixture to be consistent with
+    assert 0 < float(rows[1]["train/cons"]) < float("inf")
+    header, *lines = reference("mpi3d")[1]
+    assert all(line[header.index("train/cons")] == "" for line in lines)
 
 
 def comparable_run(run_dir: Path) -> tuple[dict, list[list[str]]]:
