@@ -229,12 +229,14 @@ def validate_method(cfg: dict) -> None:
         raise UserError(f"data.labelled_per_bin={per_bin} needs prior.kind=modular (the entity "
                         "kind needs labels of every entity); set prior.kind=modular or "
                         "data.labelled_per_bin=0")
-    if blocks and (len(blocks) != num_factors or sum(blocks) != z_dim - free
-                   or not all(configlib.is_int(b) and b >= 1 for b in blocks)):
+    # blocks are read by the modular kind alone: prior.kind=entity may keep the modular sizes
+    modular = cfg["prior"]["kind"] == "modular"
+    if modular and blocks and (len(blocks) != num_factors or sum(blocks) != z_dim - free
+                               or not all(configlib.is_int(b) and b >= 1 for b in blocks)):
         raise UserError(f"prior.blocks must be {num_factors} block sizes >= 1 (one per entity "
                         f"factor) that add up to model.z_dim - prior.free_dims = {z_dim - free}, "
                         f"got {blocks}; [] splits those dimensions evenly")
-    if cfg["prior"]["kind"] == "modular" and z_dim - free < num_factors:
+    if modular and z_dim - free < num_factors:
         raise UserError(f"prior.kind=modular needs model.z_dim - prior.free_dims >= "
                         f"{num_factors}, one dimension per entity factor at least; got "
                         f"{z_dim} - {free}")

@@ -36,7 +36,7 @@ CONFIG = {
         "nuisances": {"floor_hue": list(range(10)), "wall_hue": list(range(10)),
                       "orientation": [0, 7, 14]},
         "split": [0.8, 0.1, 0.1],  # train, val, test
-        "labelled_per_entity": 45,  # supervision budget: 5,400 of 57,600 training images, 9.4 %
+        "labelled_per_entity": 5,  # supervision budget: 600 of 57,600 training images, 1.0 %
         # > 0: instead, as few labelled images as give every bin of every entity factor this
         # many labels (prior.kind=modular only: its components are bins; common/data.py)
         "labelled_per_bin": 0,
@@ -63,13 +63,12 @@ CONFIG = {
         ],
     },
     "model": {
-        "z_dim": 10,
+        "z_dim": 14,  # 3 + 4 + 3 for the entity factors' blocks, 4 free (prior.blocks)
         "channels": [32, 32, 64, 64],  # encoder conv widths (decoder mirrors them)
         # batch normalisation after every convolution but the decoder's last: "batch" | "none".
-        # "batch" drew better pictures in one run but costs 10-30 % a step, and the default run
-        # is already near its 15-minute bar (RESULTS.md, "Decoded pictures"). With
-        # prior.kind=modular it is what makes 5 labels per entity work (the labels5 preset)
-        "norm": "none",
+        # With prior.kind=modular it is what makes 5 labels per entity work (either alone leaves
+        # clustering at 0.65-0.90: RESULTS.md, "Shapes3D at five labels per entity")
+        "norm": "batch",
         "hidden": 256,
         "disc_hidden": 512,
         "rel_hidden": 256,
@@ -82,17 +81,19 @@ CONFIG = {
         "pooling": 0.0,  # covariance shrinkage towards the pooled within-entity covariance
         # entity: one component per entity (the paper's); modular: one block of the code per
         # entity factor, one component per bin in each block (prior.py)
-        "kind": "entity",
-        "blocks": [],  # modular: dimensions of each entity factor's block; []: an even split
+        "kind": "modular",
+        # modular: dimensions of each entity factor's block (hue, shape, scale); []: an even split
+        "blocks": [3, 4, 3],
         # modular: the code's last dimensions, one component shared by every entity and moved
-        # by no relation (room for the nuisances); the factor blocks share the rest
-        "free_dims": 0,
+        # by no relation (room for the nuisances: floor hue, wall hue, orientation); the factor
+        # blocks share the rest. Without it the relations drag the backgrounds along
+        "free_dims": 4,
         # relational epochs between fits of the covariances to the encoded labelled images
         # (at their own spread), the learnt means kept; 0: fixed after the first fit (paper)
         "refit_every": 0,
         # the last relational epochs, each begun by calibrating the covariances to where the
         # encoder puts the training images, about the learnt means (train.py); 0: never
-        "calibrate_epochs": 2,
+        "calibrate_epochs": 4,
         "calibrate_images": 10000,  # unlabelled training images a calibration reads
         "learn_means": True,  # adaptive means, trained by the relational loss
         "min_separation": 6.0,  # Mahalanobis distance under which learnt means are pushed apart
@@ -104,7 +105,9 @@ CONFIG = {
         "batch_size": 128,
         "labelled_batch_size": 64,
         "rel_batch_size": 512,
-        "warmup_epochs": 1,
+        # two: the encoder sees every picture twice before the blocks are fitted to the few
+        # labelled codes (one leaves a seed in three with shape at 0.90)
+        "warmup_epochs": 2,
         "relational_epochs": 7,
         "lr": 1e-3,
         "disc_lr": 1e-3,
@@ -153,21 +156,18 @@ PRESETS = {
         "train.compile": True,
         "run.eval_every": 20,
     },
-    # Five labelled images per entity (600 of 57,600 training images, 1.0 %): a block of the
-    # code per entity factor and a free block for the nuisances, batch normalisation, a
-    # second warm-up epoch (the encoder sees every picture twice before the blocks are fitted
-    # to the labelled codes), covariances calibrated over the last 4 epochs. What it buys and
-    # costs: RESULTS.md, "Shapes3D at five labels per entity" (a second warm-up epoch; the
-    # free block)
-    "labels5": {
-        "data.labelled_per_entity": 5,
-        "model.norm": "batch",
-        "model.z_dim": 14,
-        "prior.kind": "modular",
-        "prior.blocks": [3, 4, 3],  # hue, shape, scale
-        "prior.free_dims": 4,  # floor hue, wall hue, orientation, and room to spare
-        "prior.calibrate_epochs": 4,
-        "train.warmup_epochs": 2,
+    # The default before 2026-12-05: 45 labelled images per entity (5,400 of 57,600, 9.4 %),
+    # one component per entity, no normalisation, for comparison (RESULTS.md, "Shapes3D: five
+    # labels per entity, the default since 2026-12-05")
+    "labels45": {
+        "data.labelled_per_entity": 45,
+        "model.norm": "none",
+        "model.z_dim": 10,
+        "prior.kind": "entity",
+        "prior.blocks": [],
+        "prior.free_dims": 0,
+        "prior.calibrate_epochs": 2,
+        "train.warmup_epochs": 1,
     },
     # A smoke test: 8 entities, about a hundred pictures, seconds per epoch on a CPU (the tests').
     "tiny": {
@@ -261,12 +261,14 @@ def validate_method(cfg: dict) -> None:
         raise UserError(f"data.labelled_per_bin={per_bin} needs prior.kind=modular (the entity "
                         "kind needs labels of every entity); set prior.kind=modular or "
                         "data.labelled_per_bin=0")
-    if blocks and (len(blocks) != num_factors or sum(blocks) != z_dim - free
-                   or not all(configlib.is_int(b) and b >= 1 for b in blocks)):
+    # blocks are read by the modular kind alone: prior.kind=entity may keep the modular sizes
+    modular = cfg["prior"]["kind"] == "modular"
+    if modular and blocks and (len(blocks) != num_factors or sum(blocks) != z_dim - free
+                               or not all(configlib.is_int(b) and b >= 1 for b in blocks)):
         raise UserError(f"prior.blocks must be {num_factors} block sizes >= 1 (one per entity "
                         f"factor) that add up to model.z_dim - prior.free_dims = {z_dim - free}, "
                         f"got {blocks}; [] splits those dimensions evenly")
-    if cfg["prior"]["kind"] == "modular" and z_dim - free < num_factors:
+    if modular and z_dim - free < num_factors:
         raise UserError(f"prior.kind=modular needs model.z_dim - prior.free_dims >= "
                         f"{num_factors}, one dimension per entity factor at least; got "
                         f"{z_dim} - {free}")

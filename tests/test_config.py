@@ -440,10 +440,31 @@ def test_a_budget_per_bin_needs_the_modular_prior(folder):
     config = module(folder, "config")
     cfg = copy.deepcopy(config.CONFIG)
     cfg["data"]["labelled_per_bin"] = 10
+    cfg["prior"].update(kind="entity", blocks=[], free_dims=0)  # Shapes3D's default is modular
     with pytest.raises(UserError, match="labelled_per_bin=10 needs prior.kind=modular"):
         config.validate(cfg)
     cfg["prior"]["kind"] = "modular"
     config.validate(cfg)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_the_entity_kind_ignores_the_block_sizes_and_refuses_a_free_block(folder):
+    """Switching a modular config to prior.kind=entity needs prior.free_dims=0 and nothing
+    else: the block sizes, which no longer add up, are not read."""
+    config = module(folder, "config")
+    cfg = copy.deepcopy(config.CONFIG)
+    factors = len(cfg["entities"]["bins"])
+    cfg["model"]["z_dim"] = factors + 6
+    cfg["prior"].update(kind="modular", blocks=[1] * factors, free_dims=6)
+    config.validate(cfg)
+    cfg["prior"]["kind"] = "entity"
+    with pytest.raises(UserError, match="prior.free_dims=6 needs prior.kind=modular"):
+        config.validate(cfg)
+    cfg["prior"]["free_dims"] = 0
+    config.validate(cfg)  # blocks of 1 no longer add up to z_dim: not read
+    cfg["prior"]["kind"] = "modular"
+    with pytest.raises(UserError, match="prior.blocks must be"):
+        config.validate(cfg)
 
 
 def test_lr_factor_falls_linearly_to_zero_over_the_last_relational_epochs():

@@ -16,8 +16,17 @@ from common import gmm
 from tests.scripts import FOLDERS, module, run, tiny
 
 
-def _modular(folder, blocks=()):
+def _plain(folder):
+    """The folder's config with the paper's prior: one component per entity in 10 dimensions
+    (Shapes3D's default is modular with a free block; these tests choose their own)."""
     cfg = copy.deepcopy(module(folder, "config").CONFIG)
+    cfg["model"]["z_dim"] = 10
+    cfg["prior"].update(kind="entity", blocks=[], free_dims=0)
+    return cfg
+
+
+def _modular(folder, blocks=()):
+    cfg = _plain(folder)
     cfg["prior"].update(kind="modular", blocks=list(blocks))
     space = module(folder, "dataset").entity_space(cfg)
     return module(folder, "prior").build(cfg, space), space, cfg
@@ -68,14 +77,14 @@ def test_a_relation_changes_only_its_factors_block(folder):
         assert torch.equal(moved[:, ~changes[r]], z[:, ~changes[r]])  # other blocks kept
         assert (moved[:, changes[r]] - z[:, changes[r]]).abs().min() > 0  # its block moves
     # the entity kind lets every relation change every dimension
-    entity_prior = module(folder, "prior").build(module(folder, "config").CONFIG, space)
+    entity_prior = module(folder, "prior").build(_plain(folder), space)
     assert entity_prior.relation_changes(space) is None
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_modular_block_sizes_are_checked(folder):
     config = module(folder, "config")
-    cfg = copy.deepcopy(config.CONFIG)
+    cfg = _plain(folder)
     cfg["prior"].update(kind="modular", blocks=[cfg["model"]["z_dim"]])
     with pytest.raises(Exception, match="prior.blocks must be"):
         config.validate(cfg)
@@ -88,7 +97,7 @@ def test_modular_block_sizes_are_checked(folder):
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_the_free_block_is_shared_by_every_entity_and_moved_by_no_relation(folder):
     config = module(folder, "config")
-    cfg = copy.deepcopy(config.CONFIG)
+    cfg = _plain(folder)
     factors, free = len(cfg["entities"]["bins"]), 3
     cfg["model"]["z_dim"] = 10 + free
     cfg["prior"].update(kind="modular", free_dims=free)
@@ -122,7 +131,7 @@ def test_the_free_block_is_shared_by_every_entity_and_moved_by_no_relation(folde
 
 @pytest.mark.parametrize("kind", ["entity", "modular"])
 def test_a_refit_moves_the_covariances_to_the_codes_and_keeps_the_learnt_means(kind):
-    cfg = copy.deepcopy(module("shapes3d", "config").CONFIG)
+    cfg = _plain("shapes3d")
     cfg["prior"]["kind"] = kind
     space = module("shapes3d", "dataset").entity_space(cfg)
     prior = module("shapes3d", "prior").build(cfg, space)
@@ -172,7 +181,7 @@ def test_a_modular_run_trains_evaluates_and_resumes_its_blocks(tmp_path):
 def test_calibration_makes_acceptance_at_q_about_q_and_keeps_the_learnt_means(folder, kind):
     """Components fitted to 5 codes each accept far fewer than q of the codes their entities
     really spread over; calibrated to the codes about the learnt means they accept about q."""
-    cfg = copy.deepcopy(module(folder, "config").CONFIG)
+    cfg = _plain(folder)
     cfg["prior"]["kind"] = kind
     space = module(folder, "dataset").entity_space(cfg)
     prior = module(folder, "prior").build(cfg, space)
