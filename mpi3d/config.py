@@ -117,7 +117,8 @@ CONFIG = {
         "sup_loss": "nll+xent",  # nll | nll+xent (also pushes labelled codes off other components)
         # weight of a term that asks the entity posterior of each unlabelled picture to be
         # what it is for the same picture mirrored and moved as the labelled ones are
-        # (data.labelled_mirror_prob, data.labelled_shift): no labels (loss.py); 0: off
+        # (data.labelled_mirror_prob, data.labelled_shift) and noised or masked (data.noise_prob,
+        # data.mask_prob): no labels (loss.py); one of those must be on; 0: off
         "consistency_weight": 0.0,
         "rel_noise": "matched",  # target sample's noise: independent (paper) | matched
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
@@ -192,6 +193,7 @@ def validate(cfg: dict) -> None:
     """Every range check the type checker cannot do; raises UserError naming the key."""
     validate_method(cfg)
     validate_data(cfg)
+    validate_consistency(cfg)
 
 
 # Every number of the method's keys: (lowest, highest) allowed, NaN and infinity never;
@@ -289,3 +291,16 @@ def validate_data(cfg: dict) -> None:
     if not 0 <= data["labelled_shift"] <= 32:
         raise UserError(f"data.labelled_shift must be in 0..32 pixels, got "
                         f"{data['labelled_shift']}")
+
+
+def validate_consistency(cfg: dict) -> None:
+    """train.consistency_weight compares each unlabelled picture's code with that of the same
+    picture transformed: without a transformation the two agree and the term teaches nothing."""
+    data = cfg["data"]
+    moves = ("labelled_mirror_prob", "labelled_shift", "noise_prob", "mask_prob")
+    if cfg["train"]["consistency_weight"] > 0 and not any(data[key] for key in moves):
+        raise UserError(
+            f"train.consistency_weight={cfg['train']['consistency_weight']} needs a "
+            "transformation that keeps the entity, or each picture is compared with itself and "
+            "the term has no gradient: set data.labelled_mirror_prob, data.labelled_shift, "
+            "data.noise_prob or data.mask_prob above 0, or train.consistency_weight=0")

@@ -448,6 +448,20 @@ def test_a_budget_per_bin_needs_the_modular_prior(folder):
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
+def test_the_consistency_term_needs_a_transformation(folder):
+    config = module(folder, "config")
+    cfg = copy.deepcopy(config.CONFIG)
+    cfg["data"].update(labelled_mirror_prob=0.0, labelled_shift=0, noise_prob=0.0, mask_prob=0.0)
+    cfg["train"]["consistency_weight"] = 2.0
+    with pytest.raises(UserError, match=r"consistency_weight=2.0 needs a transformation"):
+        config.validate(cfg)
+    cfg["data"]["noise_prob"] = 0.3  # each picture against itself with other noise
+    config.validate(cfg)
+    cfg["data"]["noise_prob"], cfg["train"]["consistency_weight"] = 0.0, 0.0
+    config.validate(cfg)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
 def test_the_entity_kind_ignores_the_block_sizes_and_refuses_a_free_block(folder):
     """Switching a modular config to prior.kind=entity needs prior.free_dims=0 and nothing
     else: the block sizes, which no longer add up, are not read."""
