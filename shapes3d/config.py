@@ -126,9 +126,9 @@ CONFIG = {
         # weight of a term that asks the entity posterior of each unlabelled picture to be
         # what it is for the same picture mirrored and moved as the labelled ones are
         # (data.labelled_mirror_prob, data.labelled_shift) and noised or masked (data.noise_prob,
-        # data.mask_prob): no labels (loss.py); one of those must be on; 0: off. 5 with the
-        # mirror: every relation decoded right on four seeds of four, +10 % time (RESULTS.md,
-        # "A consistency term for the unlabelled pictures")
+        # data.mask_prob): no labels (loss.py); one of those must be on; 0: off. On here, with
+        # the mirror, because it keeps the hue steps' decoded pictures on the right hue
+        # (RESULTS.md, "A consistency term for the unlabelled pictures")
         "consistency_weight": 5.0,
         # target sample's noise: independent (paper) | matched (ReL keeps the within-entity
         # position, i.e. the backgrounds)
