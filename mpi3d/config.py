@@ -77,8 +77,7 @@ CONFIG = {
         # entity: one component per entity (the paper's); modular: one block of the code per
         # entity factor, one component per bin in each block (prior.py)
         "kind": "modular",
-        # modular: dimensions of each entity factor's block (colour, shape, size); []: an even
-        # split
+        # modular: dimensions of each entity factor's block (colour, shape, size); []: an even split
         "blocks": [3, 5, 2],
         # modular: the code's last dimensions, one component shared by every entity and moved
         # by no relation (room for the nuisances: camera height, background, the arm's two
