@@ -135,6 +135,30 @@ class ReL(nn.Module):
         return torch.where(self.changes[relation], moved, z)
 
 
+class BlockAdversary(nn.Module):
+    """Guesses, from each block of the modular code alone, the bins of the entity factors that
+    block does not hold (the free block: every entity factor). What it guesses right leaks:
+    a relation moves its factor's block only, so a colour or free block that also says the
+    shape drags the old shape along (train.leak_weight)."""
+
+    def __init__(self, block_dims, bin_counts, hidden: int):
+        super().__init__()
+        self.block_dims, self.bin_counts = list(block_dims), list(bin_counts)
+        # the entity factors each block must not tell: all but its own (block f holds factor f)
+        self.others = [[g for g in range(len(bin_counts)) if g != f]
+                       for f in range(len(block_dims))]
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                          nn.Linear(hidden, sum(self.bin_counts[g] for g in others)))
+            for d, others in zip(self.block_dims, self.others))
+
+    def forward(self, z):
+        """z (N, D) -> per block, per factor in self.others: logits (N, that factor's bins)."""
+        return [head(part).split([self.bin_counts[g] for g in others], dim=1)
+                for part, head, others in zip(z.split(self.block_dims, dim=1), self.heads,
+                                              self.others)]
+
+
 def build(cfg: dict, space, changes=None) -> tuple[AbsAE, ReL]:
     """The AbsAE and the ReL for a config's model sizes, entities and relations; changes
     (R, D) bool: the code dimensions each relation may change (None: all)."""

@@ -68,6 +68,9 @@ class State:
     step: int = 0
     sums: dict = field(default_factory=dict)
     clock: float = 0.0  # perf_counter() since which training time is counted (not saved)
+    # the block adversary and its optimiser (train.leak_weight > 0; None otherwise)
+    adversary: networks.BlockAdversary | None = None
+    leak_opt: torch.optim.Optimizer | None = None
 
 
 def build_state(cfg: dict, data: Data, device, group=None) -> State:
@@ -82,6 +85,13 @@ def build_state(cfg: dict, data: Data, device, group=None) -> State:
         for module in (model.encoder, model.decoder, model.discriminator, rel):
             module.compile()  # in place: state_dict keys and checkpoints stay the same
     group.broadcast_parameters([model, rel, prior])
+    adversary = leak_opt = None
+    if cfg["train"]["leak_weight"] > 0:
+        adversary = networks.BlockAdversary(prior.block_dims, data.space.bin_counts,
+                                            cfg["model"]["disc_hidden"] // 4).to(device)
+        group.broadcast_parameters([adversary])
+        leak_opt = torch.optim.Adam(adversary.parameters(), lr=cfg["train"]["disc_lr"],
+                                    betas=(0.5, 0.999))
     rel_groups = [{"params": list(rel.parameters())}]
     if cfg["prior"]["learn_means"]:
         rel_groups.append({"params": list(prior.parameters()), "lr": cfg["prior"]["means_lr"]})
@@ -97,6 +107,8 @@ def build_state(cfg: dict, data: Data, device, group=None) -> State:
         group=group,
         device=torch.device(device),
         amp=runtime.bf16_autocast(cfg["train"]["amp"], torch.device(device)),
+        adversary=adversary,
+        leak_opt=leak_opt,
     )
 
 
@@ -111,14 +123,15 @@ def train_forward(state, module, *inputs):
 
 
 def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_slots, n_recon,
-                                 supervised=None, consistency=None):
+                                 supervised=None, consistency=None, leak=None):
     """One reconstruction + discriminator + encoder update; returns the losses (tensors).
 
     images/inputs: clean and augmented images (N, C, 64, 64), this rank's share; the first
     n_recon are reconstructed. slots (N,): discriminator slot of each code (entity or K =
     unlabelled); real (M, D) prior samples with real_slots (M,). supervised: optional
     f(codes of images[n_recon:]) -> an extra encoder loss; consistency: optional f(codes of
-    images[:n_recon]) -> another (train.consistency_weight). Returns the losses and the codes
+    images[:n_recon]) -> another (train.consistency_weight); leak: optional f(codes of every
+    image) -> another (train.leak_weight). Returns the losses and the codes
     of images[n_recon:] (detached).
     """
     model, group = state.model, state.group
@@ -142,6 +155,9 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     if consistency is not None:
         out["cons"] = consistency(z[:n_recon])
         total = total + cfg["train"]["consistency_weight"] * out["cons"]
+    if leak is not None:
+        out["leak"] = leak(z)
+        total = total + cfg["train"]["leak_weight"] * out["leak"]
     state.ae_opt.zero_grad(set_to_none=True)
     total.backward()
     group.average_gradients(model.autoencoder_parameters())
@@ -247,6 +263,10 @@ def relational_step(state, data, idx, cfg):
             target = train_forward(state, state.model.encoder, x_moved)
         return loss.consistency(z, target, prior.means.detach(), prior.chol)
 
+    def leak(z):  # the unlabelled pictures' bins as the mixture reads them, the labelled' own
+        assigned = prior.classify(z[:len(x)].detach(), 1.0)[0]
+        return leak_step(state, z, prior.entity_bins[torch.cat([assigned, y_lab])])
+
     unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
     out, z_lab = adversarial_autoencoder_step(
         state, cfg,
@@ -256,11 +276,25 @@ def relational_step(state, data, idx, cfg):
         n_recon=len(x),
         supervised=supervised if cfg["train"]["sup_weight"] > 0 else None,
         consistency=consistency if x_moved is not None else None,
+        leak=leak if state.adversary is not None else None,
     )
     codes = (z_lab, y_lab) if cfg["train"]["rel_codes"] else None
     for _ in range(cfg["train"]["rel_steps"]):
         out["rel"] = rel_step(state, space, cfg, codes)
     return out
+
+
+def leak_step(state, z, bins):
+    """One update of the block adversary on codes z (N, D) (detached) of pictures whose entity
+    factors fall in bins (N, F); then the encoder's loss (loss.leak_confusion) on z. It reads
+    the labelled budget's entity labels and the mixture's reading of the other pictures: no
+    other labels."""
+    guess = loss.leak_guess(state.adversary(z.detach()), state.adversary.others, bins)
+    state.leak_opt.zero_grad(set_to_none=True)
+    guess.backward()
+    state.group.average_gradients(state.adversary.parameters())
+    state.leak_opt.step()
+    return loss.leak_confusion(state.adversary(z))
 
 
 def rel_step(state, space, cfg, codes=None):
@@ -396,7 +430,7 @@ CSV_KEYS = ("val/recon_loss", "val/cluster_acc@0.99", "val/cluster_accept@0.99",
 
 def csv_row(state, phase, train_losses, val) -> dict:
     row = {"epoch": state.epoch, "phase": phase, "wall_s": round(state.elapsed_s, 2)}
-    for name in ("recon", "disc", "gen", "sup", "cons", "rel"):
+    for name in ("recon", "disc", "gen", "sup", "cons", "leak", "rel"):
         row[f"train/{name}"] = train_losses.get(f"train/{name}")
     row.update({k: val.get(k) for k in CSV_KEYS})
     return row
@@ -483,6 +517,8 @@ def save(state, run: RunFolder, cfg) -> None:
         "ae_opt": state.ae_opt.state_dict(),
         "disc_opt": state.disc_opt.state_dict(),
         "rel_opt": state.rel_opt.state_dict(),
+        **({"adversary": state.adversary.state_dict(), "leak_opt": state.leak_opt.state_dict()}
+           if state.adversary is not None else {}),
         "rng": runtime.rng_state(),
         "config": cfg,
     }, run.checkpoint)
@@ -500,6 +536,9 @@ def restore(state, run: RunFolder, device) -> None:
         state.ae_opt.load_state_dict(ckpt["ae_opt"])
         state.disc_opt.load_state_dict(ckpt["disc_opt"])
         state.rel_opt.load_state_dict(ckpt["rel_opt"])
+        if state.adversary is not None:
+            state.adversary.load_state_dict(ckpt["adversary"])
+            state.leak_opt.load_state_dict(ckpt["leak_opt"])
         runtime.set_rng_state({k: v.cpu() if torch.is_tensor(v) else [s.cpu() for s in v]
                                for k, v in ckpt["rng"].items()})
         state.epoch, state.elapsed_s = int(ckpt["epoch"]), float(ckpt["elapsed_s"])

@@ -76,6 +76,24 @@ def consistency(z, target_z, means, chol):
     return -(target * gmm.component_log_prob(z, means, chol).log_softmax(1)).sum(1).mean()
 
 
+def leak_guess(guesses, others, bins):
+    """The block adversary's loss: cross-entropy of its guesses (model.BlockAdversary) against
+    the bins (N, F) of the pictures' entities, mean over the guesses."""
+    terms = [F.cross_entropy(logits, bins[:, g]) for block, factors in zip(guesses, others)
+             for logits, g in zip(block, factors)]
+    return sum(terms) / len(terms)
+
+
+def leak_confusion(guesses):
+    """The encoder's side: cross-entropy of every guess against the uniform distribution over
+    its bins, least when no block says anything of the factors it does not hold. Pushing the
+    guesses to uniform, not the adversary's loss up, keeps the encoder from encoding the
+    factors backwards (a sure wrong guess tells as much as a right one)."""
+    terms = [-F.log_softmax(logits, dim=1).mean(dim=1).mean() for block in guesses
+             for logits in block]
+    return sum(terms) / len(terms)
+
+
 def relational(moved, target_sample, target_component, means, chol, kind: str):
     """How far ReL's output is from the target entity's region.
 

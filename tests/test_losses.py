@@ -136,3 +136,35 @@ def test_object_mask_finds_the_object_on_its_background_and_the_weight_counts_it
     extra = (plain * mask).sum().item() / 2
     assert losses.reconstruction(logits, x, 4.0).item() == pytest.approx(
         plain.sum().item() / 2 + 4 * extra, rel=1e-5)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_the_block_adversary_reads_a_leak_and_the_confusion_is_least_when_it_cannot(folder):
+    """Codes of 2 factors (3 and 2 bins) in blocks of 2, 2 and a free block of 2: when the
+    free block holds factor 0's bin, the adversary learns to read it (its loss on that factor
+    falls far below log 3), and not where the block is noise; the encoder's confusion term is
+    log(bins) for uniform guesses and larger for confident ones."""
+    losses, networks = module(folder, "loss"), module(folder, "model")
+    torch.manual_seed(0)
+    bins = torch.stack([torch.randint(0, 3, (512,)), torch.randint(0, 2, (512,))], 1)
+
+    def trained_guess_loss(free):
+        z = torch.cat([torch.randn(512, 4), free], 1)
+        adversary = networks.BlockAdversary([2, 2, 2], [3, 2], hidden=32)
+        assert adversary.others == [[1], [0], [0, 1]]
+        opt = torch.optim.Adam(adversary.parameters(), lr=1e-2)
+        for _ in range(200):
+            opt.zero_grad()
+            losses.leak_guess(adversary(z), adversary.others, bins).backward()
+            opt.step()
+        return F.cross_entropy(adversary(z)[2][0], bins[:, 0]).item()
+
+    leaky = trained_guess_loss(torch.stack([bins[:, 0].float(), torch.randn(512)], 1))
+    clean = trained_guess_loss(torch.randn(512, 2))
+    assert leaky < 0.05 and clean > 0.8 * math.log(3)
+
+    uniform = [(torch.zeros(4, 3),), (torch.zeros(4, 2),)]
+    expected = (math.log(3) + math.log(2)) / 2
+    assert losses.leak_confusion(uniform).item() == pytest.approx(expected)
+    sure = [(torch.tensor([[9.0, 0.0, 0.0]]).repeat(4, 1),), (torch.zeros(4, 2),)]
+    assert losses.leak_confusion(sure).item() > expected + 1
