@@ -77,3 +77,27 @@ def test_label_probe_trains_on_the_labelled_images_alone_and_reads_the_test_spli
     assert scores["entity"] <= min(scores["object_color"], scores["object_shape"],
                                    scores["object_size"])
     assert probe("mpi3d", 2, 4, 30, [cache], preset="tiny") == scores  # seeded: repeatable
+
+
+def test_block_probe_reads_what_the_decoded_metrics_read_and_the_oracles_land_on_their_block(
+        tmp_path):
+    """bench/block_probe.py on a tiny modular MPI3D run: ReL's landing point scores exactly what
+    metrics.json's decoded relation accuracy says (the same pictures, the same classifier), the
+    oracles sit on the counterpart's block, and every block's leak is read for every factor."""
+    from tests.scripts import run, tiny
+
+    result = run("mpi3d", tiny(tmp_path, "probe", epochs=(1, 1)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "probe"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    probed = importlib.import_module("bench.block_probe").probe(run_dir)
+    factors = {"object_color", "object_shape", "object_size"}
+    assert set(probed["leaks"]) == factors | {"free"}
+    assert all(set(reads) == factors and all(0 <= v <= 1 for v in reads.values())
+               for reads in probed["leaks"].values())
+    for name, moves in probed["relations"].items():
+        assert moves["rel"]["target_entity"] == pytest.approx(
+            metrics[f"test/rel_acc_decoded/{name}"], abs=1e-9)
+        assert moves["oracle_block"]["block_distance"] == 0
+        assert moves["oracle_full"]["block_distance"] == 0
+        assert moves["mean"]["block_distance"] > 0
