@@ -115,7 +115,7 @@ CONFIG = {
         # (data.labelled_mirror_prob, data.labelled_shift) and noised or masked (data.noise_prob,
         # data.mask_prob): no labels (loss.py); one of those must be on; 0: off
         "consistency_weight": 0.0,
-        # prior.kind=modular: weight of a term that keeps each block of the code from telling
+        # weight of a term that keeps each block of the modular code from telling
         # the entity factors it does not hold (a small adversary guesses them from the block,
         # the encoder makes its guesses uniform; loss.py), so a relation that moves one block
         # leaves no trace of the old value elsewhere. Measured on MPI3D only (RESULTS.md); 0: off
@@ -231,10 +231,6 @@ def validate_method(cfg: dict) -> None:
     if free and cfg["prior"]["kind"] != "modular":
         raise UserError(f"prior.free_dims={free} needs prior.kind=modular (the entity kind has "
                         "no blocks); set prior.kind=modular or prior.free_dims=0")
-    leak = cfg["train"]["leak_weight"]
-    if leak and cfg["prior"]["kind"] != "modular":
-        raise UserError(f"train.leak_weight={leak} needs prior.kind=modular (it reads the "
-                        "code's blocks); set prior.kind=modular or train.leak_weight=0")
     per_bin = cfg["data"]["labelled_per_bin"]
     if per_bin and cfg["prior"]["kind"] != "modular":
         raise UserError(f"data.labelled_per_bin={per_bin} needs prior.kind=modular (the entity "

@@ -69,7 +69,7 @@ class State:
     step: int = 0
     sums: dict = field(default_factory=dict)
     clock: float = 0.0  # perf_counter() since which training time is counted (not saved)
-    # the block adversary and its optimiser (train.leak_weight > 0; None otherwise)
+    # the block adversary and its optimiser (train.leak_weight > 0, the modular kind; or None)
     adversary: networks.BlockAdversary | None = None
     leak_opt: torch.optim.Optimizer | None = None
 
@@ -87,7 +87,8 @@ def build_state(cfg: dict, data: Data, device, group=None) -> State:
             module.compile()  # in place: state_dict keys and checkpoints stay the same
     group.broadcast_parameters([model, rel, prior])
     adversary = leak_opt = None
-    if cfg["train"]["leak_weight"] > 0:
+    # the entity kind's code is one block that holds every entity factor: nothing to keep out
+    if cfg["train"]["leak_weight"] > 0 and cfg["prior"]["kind"] == "modular":
         adversary = networks.BlockAdversary(prior.block_dims, data.space.bin_counts,
                                             cfg["model"]["disc_hidden"] // 4).to(device)
         group.broadcast_parameters([adversary])

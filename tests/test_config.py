@@ -462,18 +462,6 @@ def test_the_consistency_term_needs_a_transformation(folder):
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
-def test_the_leak_term_needs_the_modular_kind(folder):
-    config = module(folder, "config")
-    cfg = copy.deepcopy(config.CONFIG)
-    cfg["prior"].update(kind="entity", free_dims=0)
-    cfg["train"]["leak_weight"] = 3.0
-    with pytest.raises(UserError, match=r"leak_weight=3.0 needs prior.kind=modular"):
-        config.validate(cfg)
-    cfg["prior"].update(kind="modular", blocks=[])
-    config.validate(cfg)
-
-
-@pytest.mark.parametrize("folder", FOLDERS)
 def test_the_entity_kind_ignores_the_block_sizes_and_refuses_a_free_block(folder):
     """Switching a modular config to prior.kind=entity needs prior.free_dims=0 and nothing
     else: the block sizes, which no longer add up, are not read."""

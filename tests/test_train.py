@@ -18,7 +18,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.scripts import FOLDERS, REPO, module, run, script, tiny
+from tests.scripts import FOLDERS, REPO, module, run, script, tiny, tiny_config
 from tests.test_config import METHOD_REJECTS
 
 pytestmark = pytest.mark.runs  # trains whole runs: scheduled first (tests/conftest.py)
@@ -149,6 +149,21 @@ def test_leak_term_trains_its_adversary_and_evaluate_restores_it(tmp_path):
     result = run("mpi3d", ["--evaluate", str(run_dir)])
     assert result.returncode == 0, result.stderr[-2000:]
     assert comparable(json.loads((run_dir / "metrics.json").read_text())) == before
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_the_leak_term_has_an_adversary_for_each_block_of_the_modular_kind_alone(tmp_path, folder):
+    """The entity kind's code is one block holding every entity factor: with train.leak_weight
+    set it still validates (switching kinds needs prior.free_dims=0 and nothing else) and
+    builds no adversary; the modular kind builds one head per block."""
+    train = module(folder, "train")
+    for kind, heads in (("modular", len(module(folder, "config").CONFIG["entities"]["bins"])),
+                        ("entity", None)):
+        cfg = tiny_config(folder, tmp_path, "run.device=cpu", "train.leak_weight=2",
+                          f"prior.kind={kind}", "prior.free_dims=0", "prior.blocks=[]")
+        train.config.validate(cfg)
+        state = train.build_state(cfg, train.dataset.load_data(cfg, "cpu", REPO), "cpu")
+        assert (None if state.adversary is None else len(state.adversary.heads)) == heads
 
 
 def comparable_run(run_dir: Path) -> tuple[dict, list[list[str]]]:
