@@ -8,7 +8,9 @@ subset of its test split (the one the decoded metrics read), by the run's factor
 
 - leaks: a 15-nearest-neighbour classifier (scikit-learn) fitted on the training codes' one
   block, scored on the test codes, for every entity factor (the block's own should read near
-  1; the others near chance, 1 / bins, when nothing leaks);
+  1; the others near chance, 1 / bins, when nothing leaks) and every nuisance that varies
+  (read from its true value: an entity block that tells a nuisance carries it along when a
+  relation moves the block; the free block should tell them);
 - per relation, the decoded pictures of five landing points: ReL's output (`rel`, what the
   decoded metrics read); the moved block at the target bin's mean (`mean`); the source's place
   in its bin mapped to the target bin by the Cholesky frames (`matched`); the moved block taken
@@ -63,17 +65,28 @@ def load(run_dir: Path):
     return train, state, cfg, data
 
 
-def leaks(prior, space, z_train, y_train, z_test, y_test) -> dict:
-    """{block: {entity factor: kNN test accuracy from that block alone}}."""
+def leaks(prior, space, z_train, z_test, targets_train: dict, targets_test: dict) -> dict:
+    """{block: {factor: kNN test accuracy from that block alone}} for every factor of
+    targets_* ({factor: (N,) class per code})."""
     names = [*space.entity_factors, "free"][:len(prior.block_dims)]
-    train_bins, test_bins = prior.entity_bins[y_train].cpu(), prior.entity_bins[y_test].cpu()
     out = {}
     for name, part, test_part in zip(names, prior.blocks(z_train), prior.blocks(z_test)):
         out[name] = {
-            factor: float(KNeighborsClassifier(NEIGHBOURS).fit(part.cpu().numpy(),
-                                                               train_bins[:, g].numpy())
-                          .score(test_part.cpu().numpy(), test_bins[:, g].numpy()))
-            for g, factor in enumerate(space.entity_factors)}
+            factor: float(KNeighborsClassifier(NEIGHBOURS).fit(part.cpu().numpy(), y)
+                          .score(test_part.cpu().numpy(), targets_test[factor]))
+            for factor, y in targets_train.items()}
+    return out
+
+
+def factor_targets(prior, space, entities, classes, nuisances) -> dict:
+    """{factor: (N,) numpy class}: each entity factor's bin, then each nuisance that varies
+    (its raw value)."""
+    bins = prior.entity_bins[entities].cpu().numpy()
+    out = {factor: bins[:, g] for g, factor in enumerate(space.entity_factors)}
+    columns = classes.cpu().numpy()
+    for factor, values in nuisances.items():
+        if len(values) > 1:
+            out[factor] = columns[:, space.factor_names.index(factor)]
     return out
 
 
@@ -123,7 +136,12 @@ def probe(run_dir: Path, images: int = evaluation.DECODED_IMAGES) -> dict:
     zt, classes = z["test"][index], data.classes["test"][index].cpu().numpy()
     labels = data.entities["test"][index]
     truth = classifier.targets(data, "test", heads)[index]
-    out = {"leaks": leaks(prior, space, z["train"], data.entities["train"], zt, labels),
+    nuisances = cfg["data"]["nuisances"]
+    out = {"leaks": leaks(prior, space, z["train"], zt,
+                          factor_targets(prior, space, data.entities["train"],
+                                         data.classes["train"], nuisances),
+                          factor_targets(prior, space, labels, data.classes["test"][index],
+                                         nuisances)),
            "relations": {}}
 
     def read(codes):
@@ -153,7 +171,7 @@ def probe(run_dir: Path, images: int = evaluation.DECODED_IMAGES) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["leaks (kNN accuracy of each entity factor from one block alone):"]
+    lines = ["leaks (kNN accuracy of each factor from one block alone):"]
     for block, reads in result["leaks"].items():
         lines.append(f"  {block:14s} " + "  ".join(f"{k} {v:.3f}" for k, v in reads.items()))
     lines.append("relations: target entity / nuisances kept / squared distance to the oracle's "
