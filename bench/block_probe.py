@@ -80,13 +80,12 @@ def leaks(prior, space, z_train, z_test, targets_train: dict, targets_test: dict
 
 def factor_targets(prior, space, entities, classes, nuisances) -> dict:
     """{factor: (N,) numpy class}: each entity factor's bin, then each nuisance that varies
-    (its raw value)."""
+    (its raw value, from classes: (N, factors) numpy)."""
     bins = prior.entity_bins[entities].cpu().numpy()
     out = {factor: bins[:, g] for g, factor in enumerate(space.entity_factors)}
-    columns = classes.cpu().numpy()
     for factor, values in nuisances.items():
         if len(values) > 1:
-            out[factor] = columns[:, space.factor_names.index(factor)]
+            out[factor] = classes[:, space.factor_names.index(factor)]
     return out
 
 
@@ -139,9 +138,8 @@ def probe(run_dir: Path, images: int = evaluation.DECODED_IMAGES) -> dict:
     nuisances = cfg["data"]["nuisances"]
     out = {"leaks": leaks(prior, space, z["train"], zt,
                           factor_targets(prior, space, data.entities["train"],
-                                         data.classes["train"], nuisances),
-                          factor_targets(prior, space, labels, data.classes["test"][index],
-                                         nuisances)),
+                                         data.classes["train"].cpu().numpy(), nuisances),
+                          factor_targets(prior, space, labels, classes, nuisances)),
            "relations": {}}
 
     def read(codes):

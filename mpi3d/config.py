@@ -170,7 +170,8 @@ PRESETS = {
     },
     # Five labelled images per entity (360 of 51,840 training images, 0.7 %), the default
     # otherwise but for the block adversary: four seeds of five meet the label-budget bars
-    # (the fifth confuses two shapes: 0.94). RESULTS.md, "MPI3D at five labels per entity" and "A consistency term"
+    # (the fifth confuses two shapes: 0.94). RESULTS.md, "MPI3D at five labels per entity"
+    # and "A consistency term"
     "labels5": {
         "data.labelled_per_entity": 5,
         # without the block adversary: at five labels it cost seed 0 its shapes (RESULTS.md,
