@@ -71,6 +71,9 @@ class State:
     # the block adversary and its optimiser (train.leak_weight > 0, the modular kind; or None)
     adversary: networks.BlockAdversary | None = None
     leak_opt: torch.optim.Optimizer | None = None
+    # the block critic and its optimiser (train.indep_weight > 0, the modular kind; or None)
+    critic: networks.BlockCritic | None = None
+    critic_opt: torch.optim.Optimizer | None = None
 
 
 def build_state(cfg: dict, data: Data, device, group=None) -> State:
@@ -93,6 +96,13 @@ def build_state(cfg: dict, data: Data, device, group=None) -> State:
         group.broadcast_parameters([adversary])
         leak_opt = torch.optim.Adam(adversary.parameters(), lr=cfg["train"]["disc_lr"],
                                     betas=(0.5, 0.999))
+    critic = critic_opt = None
+    if cfg["train"]["indep_weight"] > 0 and cfg["prior"]["kind"] == "modular":
+        critic = networks.BlockCritic(cfg["model"]["z_dim"], cfg["model"]["disc_hidden"] // 2)
+        critic = critic.to(device)
+        group.broadcast_parameters([critic])
+        critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg["train"]["disc_lr"],
+                                      betas=(0.5, 0.9))
     rel_groups = [{"params": list(rel.parameters())}]
     if cfg["prior"]["learn_means"]:
         rel_groups.append({"params": list(prior.parameters()), "lr": cfg["prior"]["means_lr"]})
@@ -110,6 +120,8 @@ def build_state(cfg: dict, data: Data, device, group=None) -> State:
         amp=runtime.bf16_autocast(cfg["train"]["amp"], torch.device(device)),
         adversary=adversary,
         leak_opt=leak_opt,
+        critic=critic,
+        critic_opt=critic_opt,
     )
 
 
@@ -124,16 +136,14 @@ def train_forward(state, module, *inputs):
 
 
 def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_slots, n_recon,
-                                 supervised=None, consistency=None, leak=None):
+                                 terms=()):
     """One reconstruction + discriminator + encoder update; returns the losses (tensors).
 
     images/inputs: clean and augmented images (N, C, 64, 64), this rank's share; the first
     n_recon are reconstructed. slots (N,): discriminator slot of each code (entity or K =
-    unlabelled); real (M, D) prior samples with real_slots (M,). supervised: optional
-    f(codes of images[n_recon:]) -> an extra encoder loss; consistency: optional f(codes of
-    images[:n_recon]) -> another (train.consistency_weight); leak: optional f(codes of every
-    image) -> another (train.leak_weight). Returns the losses and the codes
-    of images[n_recon:] (detached).
+    unlabelled); real (M, D) prior samples with real_slots (M,). terms: the encoder's other
+    losses, (name, weight, f(codes of every image) -> loss) each, added in that order.
+    Returns the losses and the codes of images[n_recon:] (detached).
     """
     model, group = state.model, state.group
     z = train_forward(state, model.encoder, inputs)
@@ -150,15 +160,9 @@ def adversarial_autoencoder_step(state, cfg, images, inputs, slots, real, real_s
     g_loss = loss.generator(train_forward(state, model.discriminator, z, slots))
     total = recon + cfg["train"]["adv_weight"] * g_loss
     out = {"recon": recon, "disc": d_loss, "gen": g_loss}
-    if supervised is not None:
-        out["sup"] = supervised(z[n_recon:])
-        total = total + cfg["train"]["sup_weight"] * out["sup"]
-    if consistency is not None:
-        out["cons"] = consistency(z[:n_recon])
-        total = total + cfg["train"]["consistency_weight"] * out["cons"]
-    if leak is not None:
-        out["leak"] = leak(z)
-        total = total + cfg["train"]["leak_weight"] * out["leak"]
+    for name, weight, term in terms:
+        out[name] = term(z)
+        total = total + weight * out[name]
     state.ae_opt.zero_grad(set_to_none=True)
     total.backward()
     group.average_gradients(model.autoencoder_parameters())
@@ -255,29 +259,37 @@ def relational_step(state, data, idx, cfg):
     x_moved = shard(x_moved) if x_moved is not None else None
     x_lab, x_lab_in, y_lab, z_own = shard(x_lab), shard(x_lab_in), shard(y_lab), shard(z_own)
 
-    def supervised(z_lab):
-        return loss.supervised(z_lab, y_lab, prior.means.detach(), prior.chol,
+    # z: the codes of the step's pictures, the unlabelled ones (x) first, then the labelled
+    def supervised(z):
+        return loss.supervised(z[len(x):], y_lab, prior.means.detach(), prior.chol,
                                cfg["train"]["sup_loss"])
 
     def consistency(z):
         with torch.no_grad():
             target = train_forward(state, state.model.encoder, x_moved)
-        return loss.consistency(z, target, prior.means.detach(), prior.chol)
+        return loss.consistency(z[:len(x)], target, prior.means.detach(), prior.chol)
 
     def leak(z):  # the unlabelled pictures' bins as the mixture reads them, the labelled' own
         assigned = prior.classify(z[:len(x)].detach(), 1.0)[0]
         return leak_step(state, z, prior.entity_bins[torch.cat([assigned, y_lab])])
 
+    def independence(z):  # the unlabelled pictures alone: a sample of the data, no label
+        return independence_step(state, z[:len(x)], prior.block_dims)
+
+    weight = cfg["train"]
+    terms = [term for term, on in (
+        (("sup", weight["sup_weight"], supervised), weight["sup_weight"] > 0),
+        (("cons", weight["consistency_weight"], consistency), x_moved is not None),
+        (("leak", weight["leak_weight"], leak), state.adversary is not None),
+        (("indep", weight["indep_weight"], independence), state.critic is not None),
+    ) if on]
     unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
     out, z_lab = adversarial_autoencoder_step(
         state, cfg,
         images=torch.cat([x, x_lab]), inputs=torch.cat([x_in, x_lab_in]),
         slots=torch.cat([unlabelled, y_lab]),
         real=torch.cat([z_mix, z_own]), real_slots=torch.cat([unlabelled, y_lab]),
-        n_recon=len(x),
-        supervised=supervised if cfg["train"]["sup_weight"] > 0 else None,
-        consistency=consistency if x_moved is not None else None,
-        leak=leak if state.adversary is not None else None,
+        n_recon=len(x), terms=terms,
     )
     codes = (z_lab, y_lab) if cfg["train"]["rel_codes"] else None
     for _ in range(cfg["train"]["rel_steps"]):
@@ -296,6 +308,19 @@ def leak_step(state, z, bins):
     state.group.average_gradients(state.adversary.parameters())
     state.leak_opt.step()
     return loss.leak_confusion(state.adversary(z))
+
+
+def independence_step(state, z, block_dims):
+    """One update of the block critic on codes z (N, D) (detached) against the same codes with
+    their blocks shuffled across the batch; then the encoder's loss (loss.dependence) on z.
+    It reads no label."""
+    shuffled = loss.shuffle_blocks(z.detach(), block_dims)
+    critic_loss = loss.independence_critic(state.critic(z.detach()), state.critic(shuffled))
+    state.critic_opt.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    state.group.average_gradients(state.critic.parameters())
+    state.critic_opt.step()
+    return loss.dependence(state.critic(z))
 
 
 def rel_step(state, space, cfg, codes=None):
@@ -431,7 +456,7 @@ CSV_KEYS = ("val/recon_loss", "val/cluster_acc@0.99", "val/cluster_accept@0.99",
 
 def csv_row(state, phase, train_losses, val) -> dict:
     row = {"epoch": state.epoch, "phase": phase, "wall_s": round(state.elapsed_s, 2)}
-    for name in ("recon", "disc", "gen", "sup", "cons", "leak", "rel"):
+    for name in ("recon", "disc", "gen", "sup", "cons", "leak", "indep", "rel"):
         row[f"train/{name}"] = train_losses.get(f"train/{name}")
     row.update({k: val.get(k) for k in CSV_KEYS})
     return row
@@ -520,6 +545,8 @@ def save(state, run: RunFolder, cfg) -> None:
         "rel_opt": state.rel_opt.state_dict(),
         **({"adversary": state.adversary.state_dict(), "leak_opt": state.leak_opt.state_dict()}
            if state.adversary is not None else {}),
+        **({"critic": state.critic.state_dict(), "critic_opt": state.critic_opt.state_dict()}
+           if state.critic is not None else {}),
         "rng": runtime.rng_state(),
         "config": cfg,
     }, run.checkpoint)
@@ -540,6 +567,9 @@ def restore(state, run: RunFolder, device) -> None:
         if state.adversary is not None:
             state.adversary.load_state_dict(ckpt["adversary"])
             state.leak_opt.load_state_dict(ckpt["leak_opt"])
+        if state.critic is not None:
+            state.critic.load_state_dict(ckpt["critic"])
+            state.critic_opt.load_state_dict(ckpt["critic_opt"])
         runtime.set_rng_state({k: v.cpu() if torch.is_tensor(v) else [s.cpu() for s in v]
                                for k, v in ckpt["rng"].items()})
         state.epoch, state.elapsed_s = int(ckpt["epoch"]), float(ckpt["elapsed_s"])

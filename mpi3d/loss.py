@@ -94,6 +94,28 @@ def leak_confusion(guesses):
     return sum(terms) / len(terms)
 
 
+def shuffle_blocks(z, block_dims):
+    """z (N, D) with each block (block_dims) permuted across the batch on its own: a sample of
+    the product of the blocks' marginals, which keeps what each block says and breaks what the
+    blocks say together."""
+    return torch.cat([part[torch.randperm(len(z), device=z.device)]
+                      for part in z.split(list(block_dims), dim=1)], dim=1)
+
+
+def independence_critic(real_logits, shuffled_logits):
+    """The block critic's loss (model.BlockCritic): logistic, real codes against shuffled."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(shuffled_logits,
+                                                 torch.zeros_like(shuffled_logits)))
+
+
+def dependence(real_logits):
+    """The encoder's side: the critic's mean log-odds on the real codes, an estimate of the
+    blocks' total correlation (0 when the blocks are independent, so that the critic cannot
+    tell a code from a shuffled one)."""
+    return real_logits.mean()
+
+
 def relational(moved, target_sample, target_component, means, chol, kind: str):
     """How far ReL's output is from the target entity's region.
 

@@ -137,6 +137,11 @@ CONFIG = {
         # the encoder makes its guesses uniform; loss.py), so a relation that moves one block
         # leaves no trace of the old value elsewhere. Measured on MPI3D only (RESULTS.md); 0: off
         "leak_weight": 0.0,
+        # weight of a term that keeps the blocks of the modular code independent of one
+        # another: a critic tells codes from codes whose blocks were shuffled across the batch,
+        # and the encoder is trained to fool it (loss.py), so a nuisance is told by one block
+        # and not dragged along by a relation that moves another. It reads no label; 0: off
+        "indep_weight": 0.0,
         "rel_noise": "matched",
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
@@ -230,6 +235,7 @@ RANGES = {
     "train.adv_weight": (0.0, 1e38), "train.sup_weight": (0.0, 1e38),
     "train.checkpoint_every_s": (0.0, 1e9), "train.recon_object_weight": (0.0, 1e6),
     "train.consistency_weight": (0.0, 1e38), "train.leak_weight": (0.0, 1e38),
+    "train.indep_weight": (0.0, 1e38),
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6), "prior.free_dims": (0, 4096),

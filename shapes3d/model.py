@@ -159,6 +159,26 @@ class BlockAdversary(nn.Module):
                                               self.others)]
 
 
+class BlockCritic(nn.Module):
+    """Tells a batch's codes from the same codes with every block shuffled across the batch on
+    its own (loss.shuffle_blocks): the codes the blocks would make if they said nothing of one
+    another. Its log-odds on a real code estimate the blocks' total correlation (FactorVAE's
+    density-ratio trick, applied to blocks): a background that both the shape block and the
+    free block tell shows up as a dependence between them (train.indep_weight)."""
+
+    def __init__(self, z_dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, z):
+        """z (N, D) -> (N,) log-odds that each code is unshuffled."""
+        return self.net(z).squeeze(1)
+
+
 def build(cfg: dict, space, changes=None) -> tuple[AbsAE, ReL]:
     """The AbsAE and the ReL for a config's model sizes, entities and relations; changes
     (R, D) bool: the code dimensions each relation may change (None: all)."""

@@ -194,11 +194,11 @@ def test_check_types_missing_key():
 def test_upgrade_fills_only_keys_added_after_a_run_was_made():
     cfg = _edited()
     del cfg["prior"]["pooling"], cfg["train"]["rel_noise"], cfg["eval"]["classifier_steps"]
-    del cfg["train"]["leak_weight"]  # the latest key
+    del cfg["train"]["leak_weight"], cfg["train"]["indep_weight"]  # the latest keys
     upgraded = configlib.upgrade(cfg)
     configlib.check_types(upgraded, CONFIG)
     assert upgraded["prior"]["pooling"] == 0.0 and upgraded["train"]["rel_noise"] == "independent"
-    assert upgraded["train"]["leak_weight"] == 0.0
+    assert upgraded["train"]["leak_weight"] == upgraded["train"]["indep_weight"] == 0.0
     assert "pooling" not in cfg["prior"]  # the saved config itself is left as it was
     del upgraded["model"]["hidden"]
     with pytest.raises(UserError, match="config is missing key 'model.hidden'"):

@@ -168,3 +168,44 @@ def test_the_block_adversary_reads_a_leak_and_the_confusion_is_least_when_it_can
     assert losses.leak_confusion(uniform).item() == pytest.approx(expected)
     sure = [(torch.tensor([[9.0, 0.0, 0.0]]).repeat(4, 1),), (torch.zeros(4, 2),)]
     assert losses.leak_confusion(sure).item() > expected + 1
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_the_block_critic_tells_dependent_blocks_from_shuffled_and_not_independent_ones(folder):
+    """Codes in blocks of 2, 2 and 1: shuffling keeps every block's rows (each block is a
+    permutation of itself) and breaks their pairing. When block 1 repeats block 0 with a little
+    noise, the critic learns to tell the codes from their shuffles (its loss far below
+    2 log 2, the encoder's dependence term, its mean log-odds, well above 0); when the blocks
+    are independent it cannot (loss near 2 log 2, log-odds near 0)."""
+    losses, networks = module(folder, "loss"), module(folder, "model")
+    torch.manual_seed(0)
+    dims = [2, 2, 1]
+    z = torch.randn(512, 5)
+    shuffled = losses.shuffle_blocks(z, dims)
+    for part, moved in zip(z.split(dims, 1), shuffled.split(dims, 1)):
+        assert torch.equal(part[part[:, 0].argsort()], moved[moved[:, 0].argsort()])
+    assert (shuffled[:, :2] == z[:, :2]).all(1).float().mean() < 0.05
+
+    def dependent(n):  # block 1 repeats block 0, a little noise added
+        codes = torch.randn(n, 5)
+        codes[:, 2:4] = codes[:, :2] + 0.1 * torch.randn(n, 2)
+        return codes
+
+    def trained(draw):  # fresh codes every step: the critic cannot learn the sample by heart
+        critic = networks.BlockCritic(5, hidden=64)
+        opt = torch.optim.Adam(critic.parameters(), lr=3e-3)
+        for _ in range(150):
+            codes = draw(256)
+            opt.zero_grad()
+            losses.independence_critic(critic(codes), critic(losses.shuffle_blocks(codes, dims)))\
+                .backward()
+            opt.step()
+        with torch.no_grad():
+            codes = draw(2048)
+            return (losses.independence_critic(critic(codes), critic(
+                losses.shuffle_blocks(codes, dims))).item(), losses.dependence(critic(codes)).item())
+
+    loss_dependent, log_odds_dependent = trained(dependent)
+    loss_independent, log_odds_independent = trained(lambda n: torch.randn(n, 5))
+    assert loss_dependent < 0.5 * 2 * math.log(2) and log_odds_dependent > 1.0
+    assert loss_independent > 0.85 * 2 * math.log(2) and abs(log_odds_independent) < 0.5

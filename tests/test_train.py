@@ -132,19 +132,22 @@ def test_consistency_term_trains_only_when_weighted(tmp_path):
     assert cons_column("off", 0) == ["", ""]
 
 
-def test_leak_term_trains_its_adversary_and_evaluate_restores_it(tmp_path):
-    """train.leak_weight > 0 (the modular kind) adds the term (a finite loss in metrics.csv),
-    the checkpoint holds the block adversary and its optimiser, and --evaluate of the run
-    restores them and gives the same numbers."""
-    result = run("mpi3d", [*tiny(tmp_path, "leak", epochs=(1, 1)), "train.leak_weight=2"])
+def test_block_terms_train_their_networks_and_evaluate_restores_them(tmp_path):
+    """train.leak_weight > 0 and train.indep_weight > 0 (the modular kind) add their terms (a
+    finite loss each in metrics.csv), the checkpoint holds the block adversary, the block critic
+    and their optimisers, and --evaluate of the run restores them and gives the same numbers."""
+    result = run("mpi3d", [*tiny(tmp_path, "blocks", epochs=(1, 1)), "train.leak_weight=2",
+                           "train.indep_weight=2"])
     assert result.returncode == 0, result.stderr[-2000:]
-    run_dir = tmp_path / "runs" / "leak"
+    run_dir = tmp_path / "runs" / "blocks"
     with open(run_dir / "metrics.csv") as f:
-        column = [row["train/leak"] for row in csv.DictReader(f)]
-    assert column[0] == ""  # the warm-up has no mixture to read the bins from
-    assert 0 < float(column[1]) < float("inf")
+        rows = list(csv.DictReader(f))
+    for name in ("train/leak", "train/indep"):
+        assert rows[0][name] == ""  # the warm-up has no mixture, no blocks
+        assert abs(float(rows[1][name])) < float("inf")
+    assert float(rows[1]["train/leak"]) > 0  # a cross-entropy; the log-odds may fall below 0
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert {"adversary", "leak_opt"} <= set(ckpt)
+    assert {"adversary", "leak_opt", "critic", "critic_opt"} <= set(ckpt)
     before = comparable(json.loads((run_dir / "metrics.json").read_text()))
     result = run("mpi3d", ["--evaluate", str(run_dir)])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -152,18 +155,21 @@ def test_leak_term_trains_its_adversary_and_evaluate_restores_it(tmp_path):
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
-def test_the_leak_term_has_an_adversary_for_each_block_of_the_modular_kind_alone(tmp_path, folder):
+def test_the_block_terms_have_their_networks_in_the_modular_kind_alone(tmp_path, folder):
     """The entity kind's code is one block holding every entity factor: with train.leak_weight
-    set it still validates (switching kinds needs prior.free_dims=0 and nothing else) and
-    builds no adversary; the modular kind builds one head per block."""
+    and train.indep_weight set it still validates (switching kinds needs prior.free_dims=0 and
+    nothing else) and builds neither the adversary nor the critic; the modular kind builds
+    one adversary head per block, and the critic."""
     train = module(folder, "train")
     for kind, heads in (("modular", len(module(folder, "config").CONFIG["entities"]["bins"])),
                         ("entity", None)):
         cfg = tiny_config(folder, tmp_path, "run.device=cpu", "train.leak_weight=2",
-                          f"prior.kind={kind}", "prior.free_dims=0", "prior.blocks=[]")
+                          "train.indep_weight=2", f"prior.kind={kind}", "prior.free_dims=0",
+                          "prior.blocks=[]")
         train.config.validate(cfg)
         state = train.build_state(cfg, train.dataset.load_data(cfg, "cpu", REPO), "cpu")
         assert (None if state.adversary is None else len(state.adversary.heads)) == heads
+        assert (state.critic is None) == (kind == "entity")
 
 
 def comparable_run(run_dir: Path) -> tuple[dict, list[list[str]]]:
