@@ -276,13 +276,12 @@ def relational_step(state, data, idx, cfg):
     def independence(z):  # the unlabelled pictures alone: a sample of the data, no label
         return independence_step(state, z[:len(x)], prior.block_dims)
 
-    weight = cfg["train"]
-    terms = [term for term, on in (
-        (("sup", weight["sup_weight"], supervised), weight["sup_weight"] > 0),
-        (("cons", weight["consistency_weight"], consistency), x_moved is not None),
-        (("leak", weight["leak_weight"], leak), state.adversary is not None),
-        (("indep", weight["indep_weight"], independence), state.critic is not None),
-    ) if on]
+    terms = [(name, cfg["train"][weight], term) for name, weight, term, wanted in (
+        ("sup", "sup_weight", supervised, cfg["train"]["sup_weight"] > 0),
+        ("cons", "consistency_weight", consistency, x_moved is not None),
+        ("leak", "leak_weight", leak, state.adversary is not None),
+        ("indep", "indep_weight", independence, state.critic is not None),
+    ) if wanted]
     unlabelled = torch.full((len(x),), space.num_entities, device=x.device)
     out, z_lab = adversarial_autoencoder_step(
         state, cfg,
