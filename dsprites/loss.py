@@ -99,13 +99,6 @@ def shuffle_blocks(z, block_dims):
                       for part in z.split(list(block_dims), dim=1)], dim=1)
 
 
-def independence_critic(real_logits, shuffled_logits):
-    """The block critic's loss (model.BlockCritic): logistic, real codes against shuffled."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(shuffled_logits,
-                                                 torch.zeros_like(shuffled_logits)))
-
-
 def dependence(real_logits):
     """The encoder's side: the critic's mean log-odds on the real codes, an estimate of the
     blocks' total correlation (0 when the blocks are independent, so that the critic cannot

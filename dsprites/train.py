@@ -314,7 +314,8 @@ def independence_step(state, z, block_dims):
     their blocks shuffled across the batch; then the encoder's loss (loss.dependence) on z.
     It reads no label."""
     shuffled = loss.shuffle_blocks(z.detach(), block_dims)
-    critic_loss = loss.independence_critic(state.critic(z.detach()), state.critic(shuffled))
+    # the latent discriminator's logistic loss: the codes as they are -> 1, shuffled -> 0
+    critic_loss = loss.discriminator(state.critic(z.detach()), state.critic(shuffled))
     state.critic_opt.zero_grad(set_to_none=True)
     critic_loss.backward()
     state.group.average_gradients(state.critic.parameters())

@@ -194,16 +194,17 @@ def test_the_block_critic_tells_dependent_blocks_from_shuffled_and_not_independe
     def trained(draw):  # fresh codes every step: the critic cannot learn the sample by heart
         critic = networks.BlockCritic(5, hidden=64)
         opt = torch.optim.Adam(critic.parameters(), lr=3e-3)
+
+        def critic_loss(codes):  # what train.independence_step trains the critic on
+            return losses.discriminator(critic(codes), critic(losses.shuffle_blocks(codes, dims)))
+
         for _ in range(150):
-            codes = draw(256)
             opt.zero_grad()
-            losses.independence_critic(critic(codes), critic(losses.shuffle_blocks(codes, dims)))\
-                .backward()
+            critic_loss(draw(256)).backward()
             opt.step()
         with torch.no_grad():
             codes = draw(2048)
-            return (losses.independence_critic(critic(codes), critic(
-                losses.shuffle_blocks(codes, dims))).item(), losses.dependence(critic(codes)).item())
+            return critic_loss(codes).item(), losses.dependence(critic(codes)).item()
 
     loss_dependent, log_odds_dependent = trained(dependent)
     loss_independent, log_odds_independent = trained(lambda n: torch.randn(n, 5))
