@@ -101,7 +101,8 @@ ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "prior.calibrate_images": 10000, "model.norm": "none",
               "data.labelled_shift": 0, "prior.free_dims": 0,
               "data.labelled_per_bin": 0, "train.consistency_weight": 0.0,
-              "train.leak_weight": 0.0, "train.indep_weight": 0.0}
+              "train.leak_weight": 0.0, "train.indep_weight": 0.0,
+              "train.pseudo_per_entity": 0, "train.pseudo_after": 2}
 
 
 def upgrade(cfg: dict) -> dict:

@@ -87,6 +87,25 @@ def classify(z, means, chol, q: float):
     return component, distance <= chi2_threshold(q, means.shape[1])
 
 
+def surest(z, means, chol, q: float, k: int):
+    """The codes the mixture is surest of: for each component, up to k of the codes assigned to
+    it that lie inside its q-ellipsoid, those most likely under it against any other first.
+    Returns (positions in z (P,) long, their components (P,)), grouped by component."""
+    maha = mahalanobis_sq(z, means, chol)
+    # sureness: log-odds of the code's component against the runner-up (the posterior itself
+    # rounds to 1 for every code far from the others)
+    top = (-0.5 * (maha + log_det(chol)[None])).topk(2, dim=1)
+    confidence, component = top.values[:, 0] - top.values[:, 1], top.indices[:, 0]
+    accepted = maha.gather(1, component[:, None]).squeeze(1) <= chi2_threshold(q, means.shape[1])
+    confidence = confidence.masked_fill(~accepted, -math.inf)  # ranked after every accepted
+    order = torch.argsort(confidence, descending=True, stable=True)
+    order = order[torch.argsort(component[order], stable=True)]  # by component, surest first
+    grouped = component[order]
+    rank = torch.arange(len(order), device=z.device) - torch.searchsorted(grouped, grouped)
+    keep = order[(rank < k) & accepted[order]]
+    return keep, component[keep]
+
+
 def fit_components(z, labels, num_components: int, cov_scale: float, shrinkage: float = 0.1,
                    pooling: float = 0.0):
     """Mean and scaled, regularised covariance of the codes of each component.

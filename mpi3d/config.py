@@ -135,6 +135,11 @@ CONFIG = {
         # Off: on MPI3D every decoded number fell, on Shapes3D the hue steps (RESULTS.md,
         # "A block-independence term")
         "indep_weight": 0.0,
+        # self-training: every relational epoch from train.pseudo_after on, this many
+        # unlabelled training images per entity, the ones the mixture is surest of, join the
+        # supervised term with the entity it gives them (train.py); no label is read; 0: off
+        "pseudo_per_entity": 0,
+        "pseudo_after": 2,  # relational epochs before the first pseudo-labels
         "rel_noise": "matched",  # target sample's noise: independent (paper) | matched
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
@@ -238,6 +243,7 @@ RANGES = {
     "train.checkpoint_every_s": (0.0, 1e9), "train.recon_object_weight": (0.0, 1e6),
     "train.consistency_weight": (0.0, 1e38), "train.leak_weight": (0.0, 1e38),
     "train.indep_weight": (0.0, 1e38),
+    "train.pseudo_per_entity": (0, 10**8), "train.pseudo_after": (0, 10**6),
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6), "prior.free_dims": (0, 4096),

@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 from tqdm import tqdm
 
-from common import cli, distributed, evaluation, report, runtime
+from common import cli, distributed, evaluation, gmm, report, runtime
 from common import config as configlib
 from common.augment import mirror, shift
 from common.board import Board
@@ -75,6 +75,9 @@ class State:
     # the block critic and its optimiser (train.indep_weight > 0, the modular kind; or None)
     critic: networks.BlockCritic | None = None
     critic_opt: torch.optim.Optimizer | None = None
+    # this epoch's pseudo-labelled training images (train.pseudo_per_entity): their positions
+    # (P,) and the entities the mixture gave them (P,); None: the labelled images alone
+    pseudo: tuple | None = None
 
 
 def build_state(cfg: dict, data: Data, device, group=None) -> State:
@@ -236,16 +239,42 @@ def unlabelled_sample(data, n: int, seed: int) -> torch.Tensor:
     return positions[order[:n]].sort().values.to(data.labelled.device)
 
 
+def labelled_pool(state, data) -> tuple:
+    """The images the supervised term draws from, with their entities: the labelled ones, and
+    this epoch's pseudo-labelled ones where train.pseudo_per_entity is on."""
+    pool, entities = data.labelled, data.entities["train"][data.labelled]
+    if state.pseudo is not None:
+        pool, entities = torch.cat([pool, state.pseudo[0]]), torch.cat([entities, state.pseudo[1]])
+    return pool, entities
+
+
+@torch.no_grad()
+def pseudo_label(state, data, cfg) -> tuple:
+    """Self-training (train.pseudo_per_entity = k): of prior.calibrate_images unlabelled
+    training images, the k the mixture is surest of for each entity (inside the component's
+    eval.q ellipsoid, most likely under it against any other: gmm.surest), labelled with that
+    entity for this epoch's supervised term. No label beyond the budget is read; the pseudo-labels are made anew every epoch, so
+    a wrong one is not kept once the mixture reads the image otherwise. (positions (P,),
+    entities (P,))."""
+    state.model.eval()
+    positions = unlabelled_sample(data, cfg["prior"]["calibrate_images"],
+                                  seed=cfg["run"]["seed"] + 7919 * state.epoch)
+    z = encode_train(state, data, positions)
+    state.model.train()
+    keep, entities = gmm.surest(z, state.prior.means, state.prior.chol, cfg["eval"]["q"],
+                                cfg["train"]["pseudo_per_entity"])
+    return positions[keep], entities
+
+
 def relational_step(state, data, idx, cfg):
     """Phase 3, one training step of the whole model: labelled codes to their own component,
     the rest to the mixture (adversarial_autoencoder_step); then train.rel_steps updates of
     ReL alone (rel_step)."""
     space, prior, shard = data.space, state.prior, state.group.shard
     x = data.batch("train", idx)
-    pick = torch.randint(0, len(data.labelled), (cfg["train"]["labelled_batch_size"],),
-                         device=x.device)
-    labelled = data.labelled[pick]
-    x_lab, y_lab = data.batch("train", labelled), data.entities["train"][labelled]
+    pool, pool_entities = labelled_pool(state, data)
+    pick = torch.randint(0, len(pool), (cfg["train"]["labelled_batch_size"],), device=x.device)
+    x_lab, y_lab = data.batch("train", pool[pick]), pool_entities[pick]
     x_in = dataset.augment(x, cfg)
     x_lab_in = dataset.augment(shift(mirror(x_lab, cfg["data"]["labelled_mirror_prob"]),
                                      cfg["data"]["labelled_shift"]), cfg)
@@ -548,6 +577,7 @@ def save(state, run: RunFolder, cfg) -> None:
            if state.adversary is not None else {}),
         **({"critic": state.critic.state_dict(), "critic_opt": state.critic_opt.state_dict()}
            if state.critic is not None else {}),
+        "pseudo": state.pseudo,
         "rng": runtime.rng_state(),
         "config": cfg,
     }, run.checkpoint)
@@ -581,6 +611,7 @@ def restore(state, run: RunFolder, device) -> None:
                         "version's") from None
     state.order, state.step = ckpt.get("order"), ckpt.get("step", 0)  # format 1: none
     state.sums = ckpt.get("sums", {})
+    state.pseudo = ckpt.get("pseudo")
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,6 +630,15 @@ def refit_due(state, cfg) -> bool:
     epochs after the fit, and every so many after that; never at a resume mid-epoch)."""
     every, done = cfg["prior"]["refit_every"], state.epoch - cfg["train"]["warmup_epochs"]
     return every > 0 and state.step == 0 and done > 0 and done % every == 0
+
+
+def pseudo_due(state, cfg) -> bool:
+    """Whether this relational epoch begins by pseudo-labelling (train.pseudo_per_entity > 0,
+    from train.pseudo_after relational epochs on; never at a resume mid-epoch: the checkpoint
+    holds the epoch's pseudo-labels)."""
+    done = state.epoch - cfg["train"]["warmup_epochs"]
+    return (cfg["train"]["pseudo_per_entity"] > 0 and state.step == 0
+            and done >= cfg["train"]["pseudo_after"])
 
 
 def phase_of(epoch: int, cfg) -> str:
@@ -623,6 +663,12 @@ def train(state, data, cfg, run: RunFolder | None, board: Board | None = None,
             init_adaptive_prior(state, data, cfg, keep_means=True)
         if phase == "relational" and calibration_due(state, cfg):
             calibrate_prior(state, data, cfg)
+        if pseudo_due(state, cfg):
+            state.pseudo = pseudo_label(state, data, cfg)
+            if state.group.is_main:  # the true entities are read for this line alone
+                right = (data.entities["train"][state.pseudo[0]] == state.pseudo[1]).float()
+                tqdm.write(f"epoch {state.epoch + 1}: {len(right)} pseudo-labels, "
+                           f"{float(right.mean()):.3f} of them right", file=sys.stderr)
         train_losses = train_epoch(state, data, cfg, phase, run, signals)
         state.epoch += 1
         count_time(state)

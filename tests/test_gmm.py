@@ -364,3 +364,21 @@ def test_covariances_about_give_a_lone_code_the_pooled_covariance():
     assert torch.allclose(chol[1], chol[0])
     with pytest.raises(UserError, match="two codes"):
         gmm.covariances_about(z[-1:], labels[-1:], torch.zeros(2, 2))
+
+
+def test_surest_keeps_the_k_surest_codes_of_each_component_inside_its_ellipsoid():
+    means = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    chol = torch.eye(2).repeat(3, 1, 1)
+    torch.manual_seed(0)
+    # component 0: 30 codes; component 1: 2 codes; component 2: none; one code far outside
+    z = torch.cat([torch.randn(30, 2) * 0.5, means[1] + torch.randn(2, 2) * 0.3,
+                   torch.tensor([[-9.0, -9.0]])])
+    keep, components = gmm.surest(z, means, chol, q=0.99, k=5)
+    assert components.tolist() == [0] * 5 + [1] * 2
+    assert keep[5:].sort().values.tolist() == [30, 31]  # a component with fewer gives them all
+    assert 32 not in keep.tolist()  # assigned to 0 but outside its 0.99 ellipsoid
+    # the five kept for component 0 are its five surest: highest log-odds against the others
+    log_prob = gmm.component_log_prob(z[:30], means, chol)
+    odds = log_prob[:, 0] - log_prob[:, 1:].max(1).values
+    assert set(keep[:5].tolist()) == set(odds.topk(5).indices.tolist())
+    assert gmm.surest(z, means, chol, q=0.99, k=0)[0].numel() == 0

@@ -240,6 +240,36 @@ def test_killed_run_refuses_a_second_writer_and_resumes_to_the_same_result(tmp_p
     assert comparable_run(run_dir) == reference(folder)  # bit for bit, every epoch's row
 
 
+def test_pseudo_labels_join_the_supervised_term_and_a_run_killed_after_them_resumes_bit_exact(
+        tmp_path):
+    """train.pseudo_per_entity = k: each relational epoch begins by labelling up to k unlabelled
+    training images per entity with the mixture's reading; the checkpoint holds them, so a run
+    killed inside that epoch resumes to the uninterrupted run's numbers, bit for bit."""
+    pseudo = ["train.pseudo_per_entity=2", "train.pseudo_after=0"]
+    whole = run("dsprites", [*tiny(tmp_path, "whole", epochs=(1, 1)), *pseudo])
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    ckpt = torch.load(tmp_path / "runs" / "whole" / "checkpoint.pt", weights_only=True)
+    positions, entities = ckpt["pseudo"]
+    train = module("dsprites", "train")
+    data = train.dataset.load_data(tiny_config("dsprites", tmp_path, "run.device=cpu"), "cpu",
+                                   REPO)
+    assert 0 < len(positions) <= 2 * data.space.num_entities
+    assert not set(positions.tolist()) & set(data.labelled.tolist())  # unlabelled images only
+    assert int(torch.bincount(entities).max()) <= 2
+
+    proc = start(tmp_path, "dsprites", "killed", *pseudo, "train.checkpoint_every_s=1e-9")
+    run_dir = tmp_path / "runs" / "killed"
+    # killed inside the relational epoch, after its pseudo-labels were made
+    wait_for(lambda: checkpoint_step(run_dir)[0] == 1 and checkpoint_step(run_dir)[1] >= 1,
+             proc, "a checkpoint inside the relational epoch")
+    proc.kill()
+    proc.wait()
+    assert checkpoint_step(run_dir)[0] == 1 and not (run_dir / "metrics.json").exists()
+    resumed = run("dsprites", ["--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert comparable_run(run_dir) == comparable_run(tmp_path / "runs" / "whole")
+
+
 def test_sigterm_checkpoints_inside_the_epoch_and_evaluate_says_the_run_is_partial(tmp_path,
                                                                                  reference):
     proc = start(tmp_path, "dsprites", "stopped")
