@@ -244,7 +244,8 @@ def labelled_pool(state, data) -> tuple:
     this epoch's pseudo-labelled ones where train.pseudo_per_entity is on."""
     pool, entities = data.labelled, data.entities["train"][data.labelled]
     if state.pseudo is not None:
-        pool, entities = torch.cat([pool, state.pseudo[0]]), torch.cat([entities, state.pseudo[1]])
+        pool = torch.cat([pool, state.pseudo[0]])
+        entities = torch.cat([entities, state.pseudo[1]])
     return pool, entities
 
 
@@ -253,10 +254,11 @@ def pseudo_label(state, data, cfg) -> tuple:
     """Self-training (train.pseudo_per_entity = k): of prior.calibrate_images unlabelled
     training images, the k the mixture is surest of for each entity (inside the component's
     eval.q ellipsoid, most likely under it against any other: gmm.surest), labelled with that
-    entity for this epoch's supervised term. No label beyond the budget is read; the pseudo-labels are made anew every epoch, so
-    a wrong one is not kept once the mixture reads the image otherwise. (positions (P,),
-    entities (P,))."""
+    entity for this epoch's supervised term. No label beyond the budget is read; the
+    pseudo-labels are made anew every epoch, so a wrong one is not kept once the mixture reads
+    the image otherwise. (positions (P,), entities (P,))."""
     state.model.eval()
+    # a sample of its own: the calibration of the same epoch draws with seed + epoch
     positions = unlabelled_sample(data, cfg["prior"]["calibrate_images"],
                                   seed=cfg["run"]["seed"] + 7919 * state.epoch)
     z = encode_train(state, data, positions)
