@@ -68,6 +68,16 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
+def critic_net(inputs: int, hidden: int) -> nn.Sequential:
+    """inputs -> one logit through two hidden layers of LeakyReLU: the net of the latent
+    discriminator and of the block critic."""
+    return nn.Sequential(
+        nn.Linear(inputs, hidden), nn.LeakyReLU(0.2),
+        nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+        nn.Linear(hidden, 1),
+    )
+
+
 class Discriminator(nn.Module):
     """D(z, slot) -> logit that z came from the prior.
 
@@ -79,13 +89,7 @@ class Discriminator(nn.Module):
     def __init__(self, z_dim: int, num_entities: int, hidden: int):
         super().__init__()
         self.num_slots = num_entities + 1
-        self.net = nn.Sequential(
-            nn.Linear(z_dim + self.num_slots, hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden, hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden, 1),
-        )
+        self.net = critic_net(z_dim + self.num_slots, hidden)
 
     def forward(self, z, slot):
         onehot = F.one_hot(slot, self.num_slots).to(z.dtype)
@@ -170,11 +174,7 @@ class BlockCritic(nn.Module):
 
     def __init__(self, z_dim: int, hidden: int):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(z_dim, hidden), nn.LeakyReLU(0.2),
-            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
-            nn.Linear(hidden, 1),
-        )
+        self.net = critic_net(z_dim, hidden)
 
     def forward(self, z):
         """z (N, D) -> (N,) log-odds that each code is unshuffled."""
