@@ -51,3 +51,20 @@ def shift(x, max_shift: int):
     cols = (torch.arange(width, device=x.device) - offsets[1]).clamp(0, width - 1)  # (B, W)
     x = x.gather(2, rows[:, None, :, None].expand(batch, channels, height, width))
     return x.gather(3, cols[:, None, None, :].expand(batch, channels, height, width))
+
+
+def recolour_background(x, prob: float, threshold: float = 0.1):
+    """Give a `prob` fraction of the pictures x (B, C, H, W) in [0, 1] the background colour of
+    another picture of the batch (a random pairing). A pixel is background where every channel
+    is within `threshold` of its picture's background colour, the median of its border pixels
+    (the object never touches the border); it is shifted by the difference of the two colours,
+    so the backdrop's shading stays. Only for inputs whose label the backdrop does not carry
+    (MPI3D's background colour is a nuisance)."""
+    if prob <= 0:
+        return x
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2)
+    colour = border.median(dim=2).values[:, :, None, None]  # (B, C, 1, 1)
+    backdrop = (x - colour).abs().amax(dim=1, keepdim=True) <= threshold  # (B, 1, H, W)
+    other = colour[torch.randperm(len(x), device=x.device)]
+    chosen = torch.rand(len(x), 1, 1, 1, device=x.device) < prob
+    return torch.where(backdrop & chosen, (x + other - colour).clamp(0, 1), x)

@@ -102,7 +102,8 @@ ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "data.labelled_shift": 0, "prior.free_dims": 0,
               "data.labelled_per_bin": 0, "train.consistency_weight": 0.0,
               "train.leak_weight": 0.0, "train.indep_weight": 0.0,
-              "train.pseudo_per_entity": 0, "train.pseudo_after": 2}
+              "train.pseudo_per_entity": 0, "train.pseudo_after": 2,
+              "data.background_swap_prob": 0.0, "train.invariance_weight": 0.0}
 
 
 def upgrade(cfg: dict) -> dict:

@@ -46,6 +46,9 @@ CONFIG = {
         # object anywhere, so a move keeps the label and teaches the encoder that where the
         # object stands does not say what it is (without it a few labels do not teach shape)
         "labelled_shift": 8,
+        # fraction of moved inputs (labelled ones, and the unlabelled ones the consistency and
+        # invariance terms compare) given another picture's background colour (dataset.py)
+        "background_swap_prob": 0.0,
     },
     "entities": {
         "bins": {"object_color": [[c] for c in range(6)],
@@ -128,6 +131,11 @@ CONFIG = {
         # and the mixture's reading of the others; 0: off. On here: RESULTS.md, "A block
         # adversary against leaks between blocks"
         "leak_weight": 20.0,
+        # weight of a term that asks the entity blocks of each unlabelled picture's code to be
+        # where they are for the same picture mirrored, moved and recoloured as the labelled
+        # ones are (data.*): the nuisances are then the free block's alone, so a relation does
+        # not carry them. prior.kind=modular with prior.free_dims > 0; no labels (loss.py); 0: off
+        "invariance_weight": 0.0,
         # weight of a term that keeps the blocks of the modular code independent of one
         # another: a critic tells codes from codes whose blocks were shuffled across the batch,
         # and the encoder is trained to fool it (loss.py), so a nuisance is told by one block
@@ -242,7 +250,7 @@ RANGES = {
     "train.adv_weight": (0.0, 1e38), "train.sup_weight": (0.0, 1e38),
     "train.checkpoint_every_s": (0.0, 1e9), "train.recon_object_weight": (0.0, 1e6),
     "train.consistency_weight": (0.0, 1e38), "train.leak_weight": (0.0, 1e38),
-    "train.indep_weight": (0.0, 1e38),
+    "train.indep_weight": (0.0, 1e38), "train.invariance_weight": (0.0, 1e38),
     "train.pseudo_per_entity": (0, 10**8), "train.pseudo_after": (0, 10**6),
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
@@ -313,7 +321,8 @@ def validate_data(cfg: dict) -> None:
                         "data.path to the real file, or data.variant=toy")
     configlib.validate_factors(cfg, f"MPI3D ({data['variant']})", FACTOR_NAMES,
                                factor_sizes(data["variant"]))
-    for key in ("noise_prob", "noise_rate", "mask_prob", "labelled_mirror_prob"):
+    for key in ("noise_prob", "noise_rate", "mask_prob", "labelled_mirror_prob",
+                "background_swap_prob"):
         if not 0.0 <= data[key] <= 1.0:
             raise UserError(f"data.{key} must be in [0, 1], got {data[key]}")
     if not 1 <= data["mask_size"] <= 64:
@@ -327,10 +336,25 @@ def validate_consistency(cfg: dict) -> None:
     """train.consistency_weight compares each unlabelled picture's code with that of the same
     picture transformed: without a transformation the two agree and the term teaches nothing."""
     data = cfg["data"]
-    moves = ("labelled_mirror_prob", "labelled_shift", "noise_prob", "mask_prob")
+    moves = ("labelled_mirror_prob", "labelled_shift", "background_swap_prob", "noise_prob",
+             "mask_prob")
     if cfg["train"]["consistency_weight"] > 0 and not any(data[key] for key in moves):
         raise UserError(
             f"train.consistency_weight={cfg['train']['consistency_weight']} needs a "
             "transformation that keeps the entity, or each picture is compared with itself and "
             "the term has no gradient: set data.labelled_mirror_prob, data.labelled_shift, "
-            "data.noise_prob or data.mask_prob above 0, or train.consistency_weight=0")
+            "data.background_swap_prob, data.noise_prob or data.mask_prob above 0, or "
+            "train.consistency_weight=0")
+    weight = cfg["train"]["invariance_weight"]
+    if weight > 0 and (cfg["prior"]["kind"] != "modular" or cfg["prior"]["free_dims"] == 0):
+        raise UserError(
+            f"train.invariance_weight={weight} keeps the nuisances out of the entity blocks and "
+            "in the free block: it needs prior.kind=modular and prior.free_dims > 0 (got "
+            f"prior.kind={cfg['prior']['kind']}, prior.free_dims={cfg['prior']['free_dims']}); "
+            "set them, or train.invariance_weight=0")
+    if weight > 0 and not any(data[key] for key in moves[:3]):
+        raise UserError(
+            f"train.invariance_weight={weight} compares each picture's entity blocks with those "
+            "of the same picture with other nuisances: set data.labelled_mirror_prob, "
+            "data.labelled_shift or data.background_swap_prob above 0, or "
+            "train.invariance_weight=0")

@@ -76,6 +76,19 @@ def consistency(z, target_z, means, chol):
     return -(target * gmm.component_log_prob(z, means, chol).log_softmax(1)).sum(1).mean()
 
 
+def block_invariance(z, target_z, components, chol, entity_dims: int):
+    """Squared distance between the entity blocks (the first entity_dims dimensions; the free
+    block follows) of codes z (N, D) and those of target_z, the same pictures with their
+    nuisances changed (no gradient through the target), in the whitened frame of the target's
+    component (components (N,), chol (K, D, D) block-diagonal, so each block is whitened on its
+    own); mean per dimension. Where a code sits inside its bins' components should not say where
+    the object stands or what lies behind it: that is the free block's, which a relation does
+    not move. It reads no labels."""
+    offset = (z - target_z.detach())[..., None]
+    white = torch.linalg.solve_triangular(chol[components], offset, upper=False)[..., 0]
+    return white[:, :entity_dims].pow(2).mean()
+
+
 def leak_guess(guesses, others, bins):
     """The block adversary's loss: cross-entropy of its guesses (model.BlockAdversary) against
     the bins (N, F) of the pictures' entities, mean over the guesses."""

@@ -18,6 +18,7 @@ epoch, evaluation, checkpoints, the run, and main. The last line printed is the 
    the encoder puts the training images.
 """
 
+import functools
 import math
 import sys
 import time
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from common import cli, distributed, evaluation, gmm, report, runtime
 from common import config as configlib
-from common.augment import mirror, shift
+from common.augment import mirror, recolour_background, shift
 from common.board import Board
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data import Data, batches, resolve_paths
@@ -278,12 +279,10 @@ def relational_step(state, data, idx, cfg):
     pick = torch.randint(0, len(pool), (cfg["train"]["labelled_batch_size"],), device=x.device)
     x_lab, y_lab = data.batch("train", pool[pick]), pool_entities[pick]
     x_in = dataset.augment(x, cfg)
-    x_lab_in = dataset.augment(shift(mirror(x_lab, cfg["data"]["labelled_mirror_prob"]),
-                                     cfg["data"]["labelled_shift"]), cfg)
-    # the unlabelled pictures moved as the labelled ones are, for the consistency term
-    x_moved = (dataset.augment(shift(mirror(x, cfg["data"]["labelled_mirror_prob"]),
-                                     cfg["data"]["labelled_shift"]), cfg)
-               if cfg["train"]["consistency_weight"] > 0 else None)
+    x_lab_in = dataset.augment(move(x_lab, cfg), cfg)
+    # the unlabelled pictures moved as the labelled ones are, for the terms that compare them
+    wanted = cfg["train"]["consistency_weight"] > 0 or cfg["train"]["invariance_weight"] > 0
+    x_moved = dataset.augment(move(x, cfg), cfg) if wanted else None
     with torch.no_grad():
         z_mix, _ = prior.sample_uniform(len(x))
         z_own = prior.sample(y_lab)
@@ -296,10 +295,18 @@ def relational_step(state, data, idx, cfg):
         return loss.supervised(z[len(x):], y_lab, prior.means.detach(), prior.chol,
                                cfg["train"]["sup_loss"])
 
-    def consistency(z):
+    @functools.cache
+    def moved_codes():  # encoded once, for whichever terms read them
         with torch.no_grad():
-            target = train_forward(state, state.model.encoder, x_moved)
-        return loss.consistency(z[:len(x)], target, prior.means.detach(), prior.chol)
+            return train_forward(state, state.model.encoder, x_moved)
+
+    def consistency(z):
+        return loss.consistency(z[:len(x)], moved_codes(), prior.means.detach(), prior.chol)
+
+    def invariance(z):  # the entity blocks: every dimension but the free block's
+        target = moved_codes()
+        return loss.block_invariance(z[:len(x)], target, prior.classify(target, 1.0)[0],
+                                     prior.chol, prior.means.shape[1] - cfg["prior"]["free_dims"])
 
     def leak(z):  # the unlabelled pictures' bins as the mixture reads them, the labelled' own
         assigned = prior.classify(z[:len(x)].detach(), 1.0)[0]
@@ -310,7 +317,8 @@ def relational_step(state, data, idx, cfg):
 
     terms = [(name, cfg["train"][weight], term) for name, weight, term, wanted in (
         ("sup", "sup_weight", supervised, cfg["train"]["sup_weight"] > 0),
-        ("cons", "consistency_weight", consistency, x_moved is not None),
+        ("cons", "consistency_weight", consistency, cfg["train"]["consistency_weight"] > 0),
+        ("inv", "invariance_weight", invariance, cfg["train"]["invariance_weight"] > 0),
         ("leak", "leak_weight", leak, state.adversary is not None),
         ("indep", "indep_weight", independence, state.critic is not None),
     ) if wanted]
@@ -326,6 +334,14 @@ def relational_step(state, data, idx, cfg):
     for _ in range(cfg["train"]["rel_steps"]):
         out["rel"] = rel_step(state, space, cfg, codes)
     return out
+
+
+def move(x, cfg):
+    """The pictures x mirrored, moved and given another picture's background as the config
+    says (data.labelled_mirror_prob, data.labelled_shift, data.background_swap_prob): changes
+    of nuisances alone, which keep the entity."""
+    x = shift(mirror(x, cfg["data"]["labelled_mirror_prob"]), cfg["data"]["labelled_shift"])
+    return recolour_background(x, cfg["data"]["background_swap_prob"])
 
 
 def leak_step(state, z, bins):
@@ -488,7 +504,7 @@ CSV_KEYS = ("val/recon_loss", "val/cluster_acc@0.99", "val/cluster_accept@0.99",
 
 def csv_row(state, phase, train_losses, val) -> dict:
     row = {"epoch": state.epoch, "phase": phase, "wall_s": round(state.elapsed_s, 2)}
-    for name in ("recon", "disc", "gen", "sup", "cons", "leak", "indep", "rel"):
+    for name in ("recon", "disc", "gen", "sup", "cons", "inv", "leak", "indep", "rel"):
         row[f"train/{name}"] = train_losses.get(f"train/{name}")
     row.update({k: val.get(k) for k in CSV_KEYS})
     return row

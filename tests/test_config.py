@@ -492,3 +492,44 @@ def test_lr_factor_falls_linearly_to_zero_over_the_last_relational_epochs():
     assert lr_factor(train, 8.75) == 1.0
     train["lr_decay_epochs"] = 20  # more than there are: over the whole relational phase
     assert lr_factor(train, 1.0) == 1.0 and lr_factor(train, 5.0) == pytest.approx(0.5)
+
+
+# dSprites refuses every move that changes a nuisance while position is an entity factor
+@pytest.mark.parametrize("folder", ["shapes3d", "mpi3d"])
+def test_the_invariance_term_needs_a_free_block_and_a_change_of_nuisances(folder):
+    """train.invariance_weight keeps the nuisances in the free block: refused without one, or
+    without a move that changes nuisances."""
+    config = module(folder, "config")
+    cfg = copy.deepcopy(config.CONFIG)
+    factors = len(cfg["entities"]["bins"])
+    cfg["model"]["z_dim"] = factors + 4
+    cfg["prior"].update(kind="modular", blocks=[1] * factors, free_dims=4)
+    cfg["data"].update(labelled_mirror_prob=0.0, labelled_shift=0, background_swap_prob=0.0,
+                       noise_prob=0.5)
+    cfg["train"]["invariance_weight"] = 3.0
+    with pytest.raises(UserError, match=r"invariance_weight=3.0 compares each picture's entity"):
+        config.validate(cfg)
+    cfg["data"]["labelled_mirror_prob"] = 0.5
+    config.validate(cfg)
+    cfg["prior"]["free_dims"], cfg["model"]["z_dim"] = 0, factors
+    with pytest.raises(UserError, match=r"invariance_weight=3.0 .* needs prior.kind=modular "
+                                        r"and prior.free_dims > 0"):
+        config.validate(cfg)
+    cfg["train"]["invariance_weight"] = 0.0
+    config.validate(cfg)
+
+
+def test_background_swap_is_a_probability_and_refused_where_every_background_is_black():
+    for folder in ("shapes3d", "mpi3d"):
+        config = module(folder, "config")
+        cfg = copy.deepcopy(config.CONFIG)
+        cfg["data"]["background_swap_prob"] = 1.5
+        with pytest.raises(UserError, match=r"data.background_swap_prob must be in \[0, 1\]"):
+            config.validate(cfg)
+        cfg["data"]["background_swap_prob"] = 0.5
+        config.validate(cfg)
+    config = module("dsprites", "config")
+    cfg = copy.deepcopy(config.CONFIG)
+    cfg["data"]["background_swap_prob"] = 0.5
+    with pytest.raises(UserError, match="background_swap_prob must be 0 on dSprites"):
+        config.validate(cfg)

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from common import gmm
-from common.augment import mirror, shift
+from common.augment import mirror, recolour_background, shift
 from tests.scripts import FOLDERS, module
 
 
@@ -210,3 +210,43 @@ def test_the_block_critic_tells_dependent_blocks_from_shuffled_and_not_independe
     loss_independent, log_odds_independent = trained(lambda n: torch.randn(n, 5))
     assert loss_dependent < 0.5 * 2 * math.log(2) and log_odds_dependent > 1.0
     assert loss_independent > 0.85 * 2 * math.log(2) and abs(log_odds_independent) < 0.5
+
+
+def test_block_invariance_whitens_the_entity_blocks_and_ignores_the_free_block(losses):
+    """Codes of 2 + 1 entity dimensions and a free dimension: the loss is the mean squared
+    whitened difference over the entity dimensions alone, read in the target's component
+    (here of scale 2 on the first block), and only z gets a gradient."""
+    chol = torch.eye(4).repeat(2, 1, 1)
+    chol[1, :2, :2] *= 2.0  # component 1: its first block twice as wide
+    target = torch.zeros(2, 4, requires_grad=True)
+    z = torch.tensor([[1.0, 0.0, 2.0, 5.0], [2.0, 2.0, 0.0, -7.0]], requires_grad=True)
+    got = losses.block_invariance(z, target, torch.tensor([0, 1]), chol, entity_dims=3)
+    # picture 0 in component 0: 1 + 0 + 4; picture 1 in component 1: 1 + 1 + 0 (whitened)
+    assert got.item() == pytest.approx((5.0 + 2.0) / 6)
+    got.backward()
+    assert z.grad[:, 3].abs().max().item() == 0.0  # the free block is the nuisances' to keep
+    assert z.grad[0, 2].item() > 0 and target.grad is None
+    same = torch.zeros(2, 4)
+    same[:, 3] = torch.tensor([3.0, -3.0])  # other nuisances, the same entity blocks
+    assert losses.block_invariance(same, torch.zeros(2, 4), torch.tensor([0, 1]), chol,
+                                   entity_dims=3).item() == 0.0
+
+
+def test_recolour_background_gives_pictures_another_pictures_backdrop_and_keeps_the_object():
+    """Pictures of one flat backdrop colour each with a square object: every chosen picture
+    takes a backdrop colour of the batch, its shading kept and its object untouched; at
+    prob 0 nothing changes."""
+    torch.manual_seed(0)
+    colours = torch.rand(64, 3) * 0.6 + 0.2
+    x = colours[:, :, None, None].expand(64, 3, 16, 16).clone()
+    x[:, :, 2:4, 2:4] += 0.03  # shading within the threshold: it is backdrop too
+    x[:, :, 6:10, 6:10] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]  # the object
+    out = recolour_background(x, 1.0)
+    assert torch.equal(out[:, :, 6:10, 6:10], x[:, :, 6:10, 6:10])
+    new = out[:, :, 0, 0]  # each picture's new backdrop colour
+    nearest = (new[:, None] - colours[None]).abs().amax(2).min(1).values
+    assert nearest.max().item() < 1e-6  # one of the batch's colours
+    assert (new - colours).abs().amax(1).gt(1e-6).float().mean().item() > 0.9
+    shading = out[:, :, 2, 2] - out[:, :, 0, 0]
+    assert shading.sub(0.03).abs().max().item() < 1e-5
+    assert recolour_background(x, 0.0) is x

@@ -116,20 +116,22 @@ def reference(tmp_path_factory):
     return get
 
 
-def test_consistency_term_trains_only_when_weighted(tmp_path):
-    """train.consistency_weight > 0 adds the term (a finite, positive loss in metrics.csv);
-    at 0 (off) the column stays empty."""
-    def cons_column(name, weight):
-        result = run("mpi3d", [*tiny(tmp_path, name, epochs=(1, 1)),
-                               f"train.consistency_weight={weight}", "data.labelled_shift=4"])
+def test_consistency_and_invariance_terms_train_only_when_weighted(tmp_path):
+    """train.consistency_weight > 0 and train.invariance_weight > 0 (MPI3D, with moved and
+    recoloured pictures) add their terms (a finite, positive loss each in metrics.csv); at 0
+    (off) the columns stay empty."""
+    def columns(name, *overrides):
+        result = run("mpi3d", [*tiny(tmp_path, name, epochs=(1, 1)), *overrides])
         assert result.returncode == 0, result.stderr[-2000:]
         with open(tmp_path / "runs" / name / "metrics.csv") as f:
-            return [row["train/cons"] for row in csv.DictReader(f)]
+            return [(row["train/cons"], row["train/inv"]) for row in csv.DictReader(f)]
 
-    on = cons_column("cons", 1)
-    assert on[0] == ""  # the warm-up has no mixture to be consistent with
-    assert 0 < float(on[1]) < float("inf")
-    assert cons_column("off", 0) == ["", ""]
+    on = columns("on", "train.consistency_weight=1", "train.invariance_weight=1",
+                 "data.labelled_shift=4", "data.background_swap_prob=0.5")
+    assert on[0] == ("", "")  # the warm-up has no mixture to be consistent with
+    assert all(0 < float(value) < float("inf") for value in on[1])
+    assert columns("off", "train.consistency_weight=0", "train.invariance_weight=0") == [
+        ("", ""), ("", "")]
 
 
 def test_block_terms_train_their_networks_and_evaluate_restores_them(tmp_path):
