@@ -149,11 +149,17 @@ class RunFolder:
         return self.path / CHECKPOINT
 
     def append_metrics(self, row: dict) -> None:
-        """Append one CSV row (header first if the file is new); durable before returning."""
+        """Append one CSV row (header first if the file is new); durable before returning. A
+        run made by an earlier version and resumed may lack some of this row's columns: they
+        are added at the end, the earlier rows written again with those cells blank."""
         path = self.path / METRICS_CSV
         new = not path.exists() or path.stat().st_size == 0
+        columns = list(row) if new else self._header()
+        if any(key not in columns for key in row):
+            columns += [key for key in row if key not in columns]
+            self._rewrite(self.read_metrics(), columns)
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(row))
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
         if new:
             writer.writeheader()
         writer.writerow({k: _csv_value(v) for k, v in row.items()})
@@ -182,11 +188,21 @@ class RunFolder:
         if not rows:
             path.unlink(missing_ok=True)
             return
+        self._rewrite(rows, list(rows[0]))
+
+    def _header(self) -> list[str]:
+        with open(self.path / METRICS_CSV, newline="") as handle:
+            return next(csv.reader(handle), [])
+
+    def _rewrite(self, rows: list[dict], columns: list[str]) -> None:
+        """metrics.csv replaced at once by these rows under these columns (blank where a row
+        has no value)."""
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(path, lambda handle: handle.write(buffer.getvalue().encode()))
+        atomic_write(self.path / METRICS_CSV,
+                     lambda handle: handle.write(buffer.getvalue().encode()))
 
     def write_final_metrics(self, metrics: dict, partial: bool = False) -> None:
         write_json(metrics, self.path / (METRICS_PARTIAL if partial else METRICS_JSON))

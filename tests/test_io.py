@@ -247,6 +247,23 @@ def test_keep_metrics_through_drops_later_rows(tmp_path):
     assert run.read_metrics() == []
 
 
+def test_append_metrics_adds_a_new_versions_columns_to_a_resumed_runs_file(tmp_path):
+    """A run made before a loss column existed, resumed by code that writes it: the column
+    joins the header at the end, the earlier rows keep their values with that cell blank, and
+    a column the new rows lack stays, blank in them. Without this the new row's cells would
+    fall under the wrong names."""
+    run = RunFolder.create(tmp_path, "d", "r", CFG)
+    for e in (1, 2):
+        run.append_metrics({"epoch": e, "train/old": e / 2, "train/rel": e})
+    run.keep_metrics_through(2)  # as a resume does
+    run.append_metrics({"epoch": 3, "train/rel": 3.0, "train/inv": 0.5})
+    run.append_metrics({"epoch": 4, "train/rel": 4.0, "train/inv": 0.25})
+    lines = (run.path / runlog.METRICS_CSV).read_text().splitlines()
+    assert lines == ["epoch,train/old,train/rel,train/inv", "1,0.5,1,", "2,1.0,2,",
+                     "3,,3.0,0.5", "4,,4.0,0.25"]
+    assert [r["train/inv"] for r in run.read_metrics()] == ["", "", "0.5", "0.25"]
+
+
 def test_keep_metrics_through_drops_half_written_line(tmp_path):
     run = RunFolder.create(tmp_path, "d", "r", CFG)
     for e in range(1, 4):
