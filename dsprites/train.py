@@ -280,8 +280,8 @@ def relational_step(state, data, idx, cfg):
     x_in = dataset.augment(x, cfg)
     x_lab_in = dataset.augment(move(x_lab, cfg), cfg)
     # the unlabelled pictures moved as the labelled ones are, for the terms that compare them
-    wanted = cfg["train"]["consistency_weight"] > 0 or cfg["train"]["invariance_weight"] > 0
-    x_moved = dataset.augment(move(x, cfg), cfg) if wanted else None
+    compared = cfg["train"]["consistency_weight"] > 0 or cfg["train"]["invariance_weight"] > 0
+    x_moved = dataset.augment(move(x, cfg), cfg) if compared else None
     with torch.no_grad():
         z_mix, _ = prior.sample_uniform(len(x))
         z_own = prior.sample(y_lab)
