@@ -31,6 +31,12 @@ def sample(means, chol, components, generator=None, eps=None):
     return means[components] + (chol[components] @ eps[..., None]).squeeze(-1)
 
 
+def whiten(offset, chol):
+    """The standard-normal noise that places offsets (N, D) from their components' means where
+    they are, L^-1 offset, with chol (N, D, D) each row's Cholesky factor: sample's inverse."""
+    return torch.linalg.solve_triangular(chol, offset[..., None], upper=False)[..., 0]
+
+
 def principal_axes(chol):
     """Each component's principal axes, widest first: (standard deviations (K, D), unit axes
     (K, D, D) with axis j in column j) of Sigma_k = L_k L_k^T."""
@@ -66,12 +72,18 @@ def mixture_log_prob(z, means, chol):
     return torch.logsumexp(component_log_prob(z, means, chol), dim=1) - math.log(means.shape[0])
 
 
+def _scores(z, means, chol):
+    """(squared Mahalanobis distances (N, K), log densities (N, K) up to their shared
+    constant) of every code under every component."""
+    maha = mahalanobis_sq(z, means, chol)
+    return maha, -0.5 * (maha + log_det(chol)[None])
+
+
 def assign(z, means, chol):
     """Most likely component of each code and the code's squared Mahalanobis distance to it:
     (component (N,) long, distance (N,)). Whether a code is accepted at any q follows from the
     distance (classify), so one assignment serves every q."""
-    maha = mahalanobis_sq(z, means, chol)
-    logp = -0.5 * (maha + log_det(chol)[None])
+    maha, logp = _scores(z, means, chol)
     component = logp.argmax(dim=1)
     return component, maha.gather(1, component[:, None]).squeeze(1)
 
@@ -91,10 +103,10 @@ def surest(z, means, chol, q: float, k: int):
     """The codes the mixture is surest of: for each component, up to k of the codes assigned to
     it that lie inside its q-ellipsoid, those most likely under it against any other first.
     Returns (positions in z (P,) long, their components (P,)), grouped by component."""
-    maha = mahalanobis_sq(z, means, chol)
+    maha, logp = _scores(z, means, chol)
     # sureness: log-odds of the code's component against the runner-up (the posterior itself
     # rounds to 1 for every code far from the others)
-    top = (-0.5 * (maha + log_det(chol)[None])).topk(2, dim=1)
+    top = logp.topk(2, dim=1)
     confidence, component = top.values[:, 0] - top.values[:, 1], top.indices[:, 0]
     accepted = maha.gather(1, component[:, None]).squeeze(1) <= chi2_threshold(q, means.shape[1])
     confidence = confidence.masked_fill(~accepted, -math.inf)  # ranked after every accepted

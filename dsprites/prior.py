@@ -37,8 +37,7 @@ class Mixture(nn.Module):
 
     def whiten(self, z, components):
         """The noise that places each code where it is in its component: sample's inverse."""
-        offset = (z - self.means[components].detach())[..., None]
-        return torch.linalg.solve_triangular(self.chol[components], offset, upper=False)[..., 0]
+        return gmm.whiten(z - self.means[components].detach(), self.chol[components])
 
     def sample_uniform(self, n: int):
         """n codes from the whole mixture, with their components."""

@@ -84,8 +84,7 @@ def block_invariance(z, target_z, components, chol, entity_dims: int):
     own); mean per dimension. Where a code sits inside its bins' components should not say where
     the object stands or what lies behind it: that is the free block's, which a relation does
     not move. It reads no labels."""
-    offset = (z - target_z.detach())[..., None]
-    white = torch.linalg.solve_triangular(chol[components], offset, upper=False)[..., 0]
+    white = gmm.whiten(z - target_z.detach(), chol[components])
     return white[:, :entity_dims].pow(2).mean()
 
 
