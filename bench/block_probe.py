@@ -38,7 +38,7 @@ from sklearn.neighbors import KNeighborsClassifier
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import classifier, evaluation, runtime  # noqa: E402
+from common import classifier, evaluation, gmm, runtime  # noqa: E402
 from common.checkpoint import load_checkpoint  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.runlog import RunFolder  # noqa: E402
@@ -99,12 +99,11 @@ def landing_points(state, z, counterpart, relation: int, f: int, sbins, tbins) -
     def with_block(block):
         return torch.cat([z[:, :start], block, z[:, end:]], dim=1)
 
-    white = torch.linalg.solve_triangular(chol[sbins], (z[:, start:end] - means[sbins])[..., None],
-                                          upper=False)
+    white = gmm.whiten(z[:, start:end] - means[sbins], chol[sbins])
     return {
         "rel": state.rel(z, torch.full((len(z),), relation, device=z.device)),
         "mean": with_block(means[tbins]),
-        "matched": with_block(means[tbins] + (chol[tbins] @ white)[..., 0]),
+        "matched": with_block(gmm.sample(means, chol, tbins, eps=white)),
         "oracle_block": with_block(counterpart[:, start:end]),
         "oracle_full": counterpart,
     }

@@ -574,6 +574,16 @@ def final_metrics(state, data, cfg) -> tuple[dict, dict, torch.Tensor]:
 # Checkpoints: the networks, optimisers, random state and the config that made them
 
 
+def trained_parts(state) -> dict:
+    """{checkpoint key: object} of every network and optimiser the run trains: what save
+    writes and restore reads, the block adversary's and the critic's where they are on."""
+    parts = {"model": state.model, "rel": state.rel, "prior": state.prior,
+             "ae_opt": state.ae_opt, "disc_opt": state.disc_opt, "rel_opt": state.rel_opt,
+             "adversary": state.adversary, "leak_opt": state.leak_opt,
+             "critic": state.critic, "critic_opt": state.critic_opt}
+    return {name: part for name, part in parts.items() if part is not None}
+
+
 def save(state, run: RunFolder, cfg) -> None:
     save_checkpoint({
         "format": 2,  # 2: the epoch in progress (order, step, sums) when saved inside one
@@ -584,16 +594,7 @@ def save(state, run: RunFolder, cfg) -> None:
         "order": state.order,
         "step": state.step,
         "sums": state.sums,
-        "model": state.model.state_dict(),
-        "rel": state.rel.state_dict(),
-        "prior": state.prior.state_dict(),
-        "ae_opt": state.ae_opt.state_dict(),
-        "disc_opt": state.disc_opt.state_dict(),
-        "rel_opt": state.rel_opt.state_dict(),
-        **({"adversary": state.adversary.state_dict(), "leak_opt": state.leak_opt.state_dict()}
-           if state.adversary is not None else {}),
-        **({"critic": state.critic.state_dict(), "critic_opt": state.critic_opt.state_dict()}
-           if state.critic is not None else {}),
+        **{name: part.state_dict() for name, part in trained_parts(state).items()},
         "pseudo": state.pseudo,
         "rng": runtime.rng_state(),
         "config": cfg,
@@ -606,18 +607,8 @@ def restore(state, run: RunFolder, device) -> None:
         raise UserError(f"{run.checkpoint} is a {ckpt['dataset']} run; use "
                         f"{ckpt['dataset']}/train.py to resume or evaluate it")
     try:
-        state.model.load_state_dict(ckpt["model"])
-        state.rel.load_state_dict(ckpt["rel"])
-        state.prior.load_state_dict(ckpt["prior"])
-        state.ae_opt.load_state_dict(ckpt["ae_opt"])
-        state.disc_opt.load_state_dict(ckpt["disc_opt"])
-        state.rel_opt.load_state_dict(ckpt["rel_opt"])
-        if state.adversary is not None:
-            state.adversary.load_state_dict(ckpt["adversary"])
-            state.leak_opt.load_state_dict(ckpt["leak_opt"])
-        if state.critic is not None:
-            state.critic.load_state_dict(ckpt["critic"])
-            state.critic_opt.load_state_dict(ckpt["critic_opt"])
+        for name, part in trained_parts(state).items():
+            part.load_state_dict(ckpt[name])
         runtime.set_rng_state({k: v.cpu() if torch.is_tensor(v) else [s.cpu() for s in v]
                                for k, v in ckpt["rng"].items()})
         state.epoch, state.elapsed_s = int(ckpt["epoch"]), float(ckpt["elapsed_s"])
