@@ -103,7 +103,8 @@ ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "data.labelled_per_bin": 0, "train.consistency_weight": 0.0,
               "train.leak_weight": 0.0, "train.indep_weight": 0.0,
               "train.pseudo_per_entity": 0, "train.pseudo_after": 2,
-              "data.background_swap_prob": 0.0, "train.invariance_weight": 0.0}
+              "data.background_swap_prob": 0.0, "train.invariance_weight": 0.0,
+              "train.pseudo_source": "mixture", "train.pseudo_neighbours": 10}
 
 
 def upgrade(cfg: dict) -> dict:

@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 from tqdm import tqdm
 
-from common import cli, distributed, evaluation, gmm, report, runtime
+from common import cli, distributed, evaluation, gmm, graph, report, runtime
 from common import config as configlib
 from common.augment import mirror, recolour_background, shift
 from common.board import Board
@@ -252,19 +252,27 @@ def labelled_pool(state, data) -> tuple:
 @torch.no_grad()
 def pseudo_label(state, data, cfg) -> tuple:
     """Self-training (train.pseudo_per_entity = k): of prior.calibrate_images unlabelled
-    training images, the k the mixture is surest of for each entity (inside the component's
-    eval.q ellipsoid, most likely under it against any other: gmm.surest), labelled with that
-    entity for this epoch's supervised term. No label beyond the budget is read; the
-    pseudo-labels are made anew every epoch, so a wrong one is not kept once the mixture reads
-    the image otherwise. (positions (P,), entities (P,))."""
+    training images, the k surest of each entity, labelled with that entity for this epoch's
+    supervised term. train.pseudo_source says who is sure: the mixture (inside the component's
+    eval.q ellipsoid, most likely under it against any other: gmm.surest), or the labelled
+    codes' entities spread over the nearest-neighbour graph of the codes (graph.spread,
+    train.pseudo_neighbours), a reading that does not repeat the mixture's. No label beyond
+    the budget is read; the pseudo-labels are made anew every epoch, so a wrong one is not
+    kept once the codes say otherwise. (positions (P,), entities (P,))."""
     state.model.eval()
     # a sample of its own: the calibration of the same epoch draws with seed + epoch
     positions = unlabelled_sample(data, cfg["prior"]["calibrate_images"],
                                   seed=cfg["run"]["seed"] + 7919 * state.epoch)
     z = encode_train(state, data, positions)
+    if cfg["train"]["pseudo_source"] == "graph":
+        labelled = encode_train(state, data, data.labelled)
+        keep, entities = graph.spread(labelled, data.entities["train"][data.labelled], z,
+                                      cfg["train"]["pseudo_neighbours"],
+                                      cfg["train"]["pseudo_per_entity"])
+    else:
+        keep, entities = gmm.surest(z, state.prior.means, state.prior.chol, cfg["eval"]["q"],
+                                    cfg["train"]["pseudo_per_entity"])
     state.model.train()
-    keep, entities = gmm.surest(z, state.prior.means, state.prior.chol, cfg["eval"]["q"],
-                                cfg["train"]["pseudo_per_entity"])
     return positions[keep], entities
 
 

@@ -154,10 +154,14 @@ CONFIG = {
         # "A block-independence term")
         "indep_weight": 0.0,
         # self-training: every relational epoch from train.pseudo_after on, this many
-        # unlabelled training images per entity, the ones the mixture is surest of, join the
+        # unlabelled training images per entity, the ones pseudo_source is surest of, join the
         # supervised term with the entity it gives them (train.py); no label is read; 0: off
         "pseudo_per_entity": 0,
         "pseudo_after": 2,  # relational epochs before the first pseudo-labels
+        # who gives them: mixture (the prior's components) | graph (the labelled codes'
+        # entities spread over the graph of each code's pseudo_neighbours nearest codes)
+        "pseudo_source": "mixture",
+        "pseudo_neighbours": 10,
         "rel_noise": "matched",
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
@@ -253,6 +257,7 @@ RANGES = {
     "train.consistency_weight": (0.0, 1e38), "train.leak_weight": (0.0, 1e38),
     "train.indep_weight": (0.0, 1e38), "train.invariance_weight": (0.0, 1e38),
     "train.pseudo_per_entity": (0, 10**8), "train.pseudo_after": (0, 10**6),
+    "train.pseudo_neighbours": (1, 10**4),
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6), "prior.free_dims": (0, 4096),
@@ -268,6 +273,7 @@ def validate_method(cfg: dict) -> None:
     configlib.check_ranges(cfg, RANGES)
     choices = {"train.amp": ("auto", "bf16", "off"), "train.rel_loss": ("mse", "nll", "xent"),
                "train.sup_loss": ("nll", "nll+xent"),
+               "train.pseudo_source": ("mixture", "graph"),
                "train.rel_noise": ("independent", "matched"),
                "prior.warmup": ("normal", "uniform"), "prior.kind": ("entity", "modular"),
                "model.norm": ("none", "batch")}

@@ -242,6 +242,8 @@ METHOD_REJECTS = [
     ("train.rel_lr=0", r"train.rel_lr must be > 0"),
     ("train.rel_loss=l1", r"train.rel_loss must be one of mse, nll, xent, got 'l1'"),
     ("train.sup_loss=xent", r"train.sup_loss must be one of nll, nll\+xent, got 'xent'"),
+    ("train.pseudo_source=knn", r"train.pseudo_source must be one of mixture, graph, got 'knn'"),
+    ("train.pseudo_neighbours=0", r"train.pseudo_neighbours must be >= 1 and <= 10000, got 0"),
     ("data.labelled_mirror_prob=1.5", r"data.labelled_mirror_prob must be in \[0, 1\]"),
     ("data.labelled_shift=33", r"data.labelled_shift must be in 0..32 pixels, got 33"),
     ("data.labelled_shift=-1", r"data.labelled_shift must be in 0..32 pixels, got -1"),

@@ -272,6 +272,25 @@ def test_pseudo_labels_join_the_supervised_term_and_a_run_killed_after_them_resu
     assert comparable_run(run_dir) == comparable_run(tmp_path / "runs" / "whole")
 
 
+def test_graph_pseudo_labels_come_from_the_spread_labels_of_the_budget(tmp_path):
+    """train.pseudo_source=graph: the pseudo-labels are the labelled codes' entities spread over
+    the codes' neighbour graph, at most k per entity, on unlabelled images only, and the run
+    says how many it made."""
+    result = run("dsprites", [*tiny(tmp_path, "graph", epochs=(1, 1)), "train.pseudo_per_entity=2",
+                              "train.pseudo_after=0", "train.pseudo_source=graph"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"epoch 2: \d+ pseudo-labels", result.stderr)
+    positions, entities = torch.load(tmp_path / "runs" / "graph" / "checkpoint.pt",
+                                     weights_only=True)["pseudo"]
+    train = module("dsprites", "train")
+    data = train.dataset.load_data(tiny_config("dsprites", tmp_path, "run.device=cpu"), "cpu",
+                                   REPO)
+    assert 0 < len(positions) <= 2 * data.space.num_entities
+    assert not set(positions.tolist()) & set(data.labelled.tolist())
+    assert int(torch.bincount(entities).max()) <= 2
+    assert positions.tolist() == sorted(positions.tolist())  # graph.spread's order
+
+
 def test_sigterm_checkpoints_inside_the_epoch_and_evaluate_says_the_run_is_partial(tmp_path,
                                                                                  reference):
     proc = start(tmp_path, "dsprites", "stopped")
