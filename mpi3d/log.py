@@ -59,11 +59,14 @@ def decode(model, z) -> torch.Tensor:
 
 
 def phase_marks(train: dict) -> dict:
-    """Where the warm-up ends and the learning-rate decay starts: between two epochs' rows."""
+    """Where the warm-up ends, the learning-rate decay starts and the pseudo-labels join the
+    supervised term (train.pseudo_per_entity: its loss jumps there): between two epochs' rows."""
     marks = {"warm-up ends": train["warmup_epochs"] + 0.5}
     start = decay_start(train)
     if start is not None:
         marks["lr decay starts"] = start + 0.5
+    if train["pseudo_per_entity"] > 0 and train["pseudo_after"] < train["relational_epochs"]:
+        marks["pseudo-labels begin"] = train["warmup_epochs"] + train["pseudo_after"] + 0.5
     return marks
 
 

@@ -289,6 +289,12 @@ def test_graph_pseudo_labels_come_from_the_spread_labels_of_the_budget(tmp_path)
     assert not set(positions.tolist()) & set(data.labelled.tolist())
     assert int(torch.bincount(entities).max()) <= 2
     assert positions.tolist() == sorted(positions.tolist())  # graph.spread's order
+    # training_curves.png marks where they join, between epoch 1's row and epoch 2's
+    saved = json.loads((tmp_path / "runs" / "graph" / "config.json").read_text())
+    marks = module("dsprites", "log").phase_marks(saved["train"])
+    assert marks["pseudo-labels begin"] == 1.5
+    assert "pseudo-labels begin" not in module("dsprites", "log").phase_marks(
+        {**saved["train"], "pseudo_per_entity": 0})
 
 
 def test_sigterm_checkpoints_inside_the_epoch_and_evaluate_says_the_run_is_partial(tmp_path,
