@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 GRID_PAD = 2  # pixels of white between the tiles of an image grid
+# the vertical lines that mark moments in training curves, one style each
+MARK_STYLES = ("--", ":", "-.", (0, (5, 2, 1, 2, 1, 2)))
 LABEL_INCH_PER_CHAR = 0.065  # width of one character of a 7-point row label
 
 
@@ -53,6 +55,10 @@ def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=(), m
     marks: {label: x} of moments in training (a phase starts), drawn as labelled vertical lines
     on every panel.
     """
+    marks = marks or {}
+    if len(marks) > len(MARK_STYLES):
+        raise ValueError(f"{len(marks)} marks, but only {len(MARK_STYLES)} line styles to tell "
+                         "them apart: add one to plots.MARK_STYLES")
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
     for ax, (title, keys) in zip(axes[0], groups.items()):
         for key in keys:
@@ -61,7 +67,7 @@ def curves(rows: list[dict], groups: dict, path, x_key="epoch", log_panels=(), m
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="." if len(points) < 30 else None, label=key.split("/")[-1])
         ax.set_title(title, fontsize=9)
-        for (label, x), style in zip((marks or {}).items(), ("--", ":", "-.")):
+        for (label, x), style in zip(marks.items(), MARK_STYLES):
             ax.axvline(x, color="grey", linestyle=style, linewidth=0.8, label=label)
         if title in log_panels:
             ax.set_yscale("log")

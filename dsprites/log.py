@@ -48,15 +48,22 @@ def decode(model, z) -> torch.Tensor:
     return flat.reshape(*z.shape[:-1], *flat.shape[1:])
 
 
-def phase_marks(train: dict) -> dict:
-    """Where the warm-up ends, the learning-rate decay starts and the pseudo-labels join the
-    supervised term (train.pseudo_per_entity: its loss jumps there): between two epochs' rows."""
+def phase_marks(cfg: dict) -> dict:
+    """Where the warm-up ends, the learning-rate decay starts, the pseudo-labels join the
+    supervised term (train.pseudo_per_entity) and the covariances are first calibrated
+    (prior.calibrate_epochs): between two epochs' rows. The supervised loss jumps at the last
+    two, and the mark says why."""
+    train = cfg["train"]
+    end = train["warmup_epochs"] + train["relational_epochs"]
     marks = {"warm-up ends": train["warmup_epochs"] + 0.5}
     start = decay_start(train)
     if start is not None:
         marks["lr decay starts"] = start + 0.5
     if train["pseudo_per_entity"] > 0 and train["pseudo_after"] < train["relational_epochs"]:
         marks["pseudo-labels begin"] = train["warmup_epochs"] + train["pseudo_after"] + 0.5
+    calibrated = min(cfg["prior"]["calibrate_epochs"], train["relational_epochs"])
+    if calibrated > 0:
+        marks["calibration begins"] = end - calibrated + 0.5
     return marks
 
 
@@ -116,7 +123,7 @@ def write_pictures(run, model, rel, prior, data, cfg, results, z) -> None:
         "validation": ["val/cluster_acc@0.99", "val/cluster_accept@0.99",
                        "val/rel_acc_latent", "val/rel_acc_data"],
     }, out / "training_curves.png", log_panels=("reconstruction",),
-        marks=phase_marks(cfg["train"]))
+        marks=phase_marks(cfg))
 
     labels = data.entities["test"]
     plots.latent_scatter(z.cpu().numpy(), labels.cpu().numpy(), prior.means.detach().cpu().numpy(),

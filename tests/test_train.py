@@ -291,10 +291,35 @@ def test_graph_pseudo_labels_come_from_the_spread_labels_of_the_budget(tmp_path)
     assert positions.tolist() == sorted(positions.tolist())  # graph.spread's order
     # training_curves.png marks where they join, between epoch 1's row and epoch 2's
     saved = json.loads((tmp_path / "runs" / "graph" / "config.json").read_text())
-    marks = module("dsprites", "log").phase_marks(saved["train"])
-    assert marks["pseudo-labels begin"] == 1.5
-    assert "pseudo-labels begin" not in module("dsprites", "log").phase_marks(
-        {**saved["train"], "pseudo_per_entity": 0})
+    phase_marks = module("dsprites", "log").phase_marks
+    assert phase_marks(saved)["pseudo-labels begin"] == 1.5
+    assert "pseudo-labels begin" not in phase_marks(
+        {**saved, "train": {**saved["train"], "pseudo_per_entity": 0}})
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_phase_marks_sit_between_the_rows_of_their_epochs(folder, tmp_path):
+    cfg = module(folder, "config").CONFIG
+    cfg = {**cfg, "train": {**cfg["train"], "warmup_epochs": 3, "relational_epochs": 10,
+                            "lr_decay_epochs": 4, "pseudo_per_entity": 5, "pseudo_after": 2},
+           "prior": {**cfg["prior"], "calibrate_epochs": 3}}
+    marks = module(folder, "log").phase_marks(cfg)
+    # rows are numbered from 1: the first relational epoch is row 4, the last row 13
+    assert marks == {"warm-up ends": 3.5, "lr decay starts": 9.5, "pseudo-labels begin": 5.5,
+                     "calibration begins": 10.5}
+    assert module(folder, "log").phase_marks(
+        {**cfg, "prior": {**cfg["prior"], "calibrate_epochs": 0}}).keys() == {
+        "warm-up ends", "lr decay starts", "pseudo-labels begin"}
+    # more calibration epochs than relational ones: from the first relational epoch
+    assert module(folder, "log").phase_marks(
+        {**cfg, "prior": {**cfg["prior"], "calibrate_epochs": 50}})["calibration begins"] == 3.5
+    plots = module(folder, "log").plots
+    rows = [{"epoch": e, "loss": 1.0 / e} for e in range(1, 14)]
+    plots.curves(rows, {"loss": ["loss"]}, tmp_path / "four.png", marks=marks)
+    assert (tmp_path / "four.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="line styles"):
+        plots.curves(rows, {"loss": ["loss"]}, tmp_path / "five.png",
+                     marks={**marks, "another": 7.5})
 
 
 def test_sigterm_checkpoints_inside_the_epoch_and_evaluate_says_the_run_is_partial(tmp_path,
