@@ -141,7 +141,8 @@ CONFIG = {
         "pseudo_per_entity": 0,
         "pseudo_after": 2,  # relational epochs before the first pseudo-labels
         # who gives them: mixture (the prior's components) | graph (the labelled codes'
-        # entities spread over the graph of each code's pseudo_neighbours nearest codes)
+        # entities spread over the graph of each code's pseudo_neighbours nearest codes; with
+        # prior.kind=modular, each factor's bins over the graph of its block alone)
         "pseudo_source": "mixture",
         "pseudo_neighbours": 10,
         "rel_noise": "independent",  # target sample's noise: independent (paper) | matched

@@ -256,7 +256,8 @@ def pseudo_label(state, data, cfg) -> tuple:
     supervised term. train.pseudo_source says who is sure: the mixture (inside the component's
     eval.q ellipsoid, most likely under it against any other: gmm.surest), or the labelled
     codes' entities spread over the nearest-neighbour graph of the codes (graph.spread,
-    train.pseudo_neighbours), a reading that does not repeat the mixture's. No label beyond
+    train.pseudo_neighbours; a modular prior's factor blocks each spread their bins over their
+    own graph: prior.views), a reading that does not repeat the mixture's. No label beyond
     the budget is read; the pseudo-labels are made anew every epoch, so a wrong one is not
     kept once the codes say otherwise. (positions (P,), entities (P,))."""
     state.model.eval()
@@ -268,7 +269,7 @@ def pseudo_label(state, data, cfg) -> tuple:
         labelled = encode_train(state, data, data.labelled)
         keep, entities = graph.spread(labelled, data.entities["train"][data.labelled], z,
                                       cfg["train"]["pseudo_neighbours"],
-                                      cfg["train"]["pseudo_per_entity"])
+                                      cfg["train"]["pseudo_per_entity"], state.prior.views())
     else:
         keep, entities = gmm.surest(z, state.prior.means, state.prior.chol, cfg["eval"]["q"],
                                     cfg["train"]["pseudo_per_entity"])

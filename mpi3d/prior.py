@@ -86,6 +86,11 @@ class MixturePrior(Mixture):
         """Which code dimensions each relation may change: all of them (None)."""
         return None
 
+    def views(self) -> list:
+        """[(dims, group of each entity (K,))]: one view, the whole code, telling every entity
+        apart (graph.spread, train.pseudo_source=graph)."""
+        return [(slice(None), torch.arange(self.means.shape[0], device=self.means.device))]
+
 
 class ModularPrior(Mixture):
     """prior.kind = modular: block f of the code (block_dims[f] dimensions) has one component
@@ -152,6 +157,15 @@ class ModularPrior(Mixture):
         bins = self.entity_bins[labels]  # (N, F)
         for f, (part, chol) in enumerate(zip(self.blocks(z), self.block_chols())):
             chol.copy_(gmm.covariances_about(part, bins[:, f], self.block_means[f].detach()))
+
+    def views(self) -> list:
+        """[(dims, bin of each entity (K,))]: one view per block of more than one bin, its
+        dimensions and its factor's bins (graph.spread, train.pseudo_source=graph): a bin is
+        read from its block alone, and the free block, which tells no entity apart, from
+        none."""
+        starts = np.cumsum([0, *self.block_dims])
+        return [(slice(int(starts[f]), int(starts[f + 1])), self.entity_bins[:, f])
+                for f, chol in enumerate(self.block_chols()) if chol.shape[0] > 1]
 
     def relation_changes(self, space) -> torch.Tensor:
         """(R, D) bool: a relation changes only the block of the entity factor it moves."""

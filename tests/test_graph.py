@@ -2,9 +2,13 @@
 codes (train.pseudo_source=graph), a reading that follows the data where the nearest
 labelled code, or a Gaussian about it, does not."""
 
+import copy
+
+import numpy as np
 import torch
 
 from common import gmm, graph
+from tests.scripts import module
 
 
 def two_lines():
@@ -41,3 +45,46 @@ def test_spread_keeps_the_surest_per_class_and_skips_a_class_nothing_reached():
     # here every reached code is wholly its one class's: ties go to the earlier codes
     assert keep.tolist() == [0, 1, 4, 5]
     assert graph.spread(labelled, labels, z, neighbours=3, per_class=0)[0].numel() == 0
+
+
+def four_entities_in_three_dims():
+    """Entities 2a + b of two two-bin factors a and b, coded on dims 0 and 1 (a and b, each
+    code a further 0.002 along both), dim 2 free: a nuisance. One labelled code per entity with
+    the nuisance at 0; the unlabelled ones at nuisance 10 and 20, four codes each, one per
+    entity, so a code's nearest three are the other entities at its own nuisance. (Few codes:
+    the spreading's weight falls by alpha = 0.2 a hop, so it reaches a few neighbours deep.)"""
+    entity = torch.arange(4).repeat(3)  # (12,): 4 labelled, then 8 unlabelled
+    a, b = entity // 2, entity % 2
+    nuisance = torch.arange(3).repeat_interleave(4) * 10.0
+    codes = torch.stack([a, b, nuisance], 1).float()
+    codes[:, :2] += 0.002 * torch.arange(12.0)[:, None]  # a chain in each bin, no ties
+    return codes[:4], entity[:4], codes[4:], entity[4:], torch.stack([a[:4], b[:4]], 1)
+
+
+def test_views_read_each_factor_from_its_own_dimensions_and_not_the_nuisance():
+    labelled, labels, z, truth, bins = four_entities_in_three_dims()
+    # the whole code: the nuisance chooses the neighbours, and no label leaves nuisance 0
+    keep, _ = graph.spread(labelled, labels, z, neighbours=3, per_class=1000)
+    assert keep.numel() == 0
+    # one view per factor (a modular prior's blocks; dim 2, its free block, in none)
+    views = [(slice(0, 1), torch.tensor([0, 0, 1, 1])), (slice(1, 2), torch.tensor([0, 1, 0, 1]))]
+    keep, classes = graph.spread(labelled, labels, z, neighbours=3, per_class=1000, views=views)
+    assert keep.tolist() == list(range(8))
+    assert (classes == truth).all()
+    keep, classes = graph.spread(labelled, labels, z, neighbours=3, per_class=2, views=views)
+    assert classes.bincount(minlength=4).tolist() == [2, 2, 2, 2]
+    assert (classes == truth[keep]).all()
+
+
+def test_a_modular_prior_gives_one_view_per_factor_block_and_none_to_the_free_block():
+    cfg = copy.deepcopy(module("shapes3d", "config").CONFIG)
+    cfg["prior"].update(kind="modular", blocks=[3, 4, 3], free_dims=4)
+    space = module("shapes3d", "dataset").entity_space(cfg)
+    views = module("shapes3d", "prior").build(cfg, space).views()
+    assert [v[0] for v in views] == [slice(0, 3), slice(3, 7), slice(7, 10)]
+    bins = space.bins_of_entity(np.arange(space.num_entities))  # (120, 3)
+    for f, (_, group) in enumerate(views):
+        assert group.tolist() == bins[:, f].tolist()
+    cfg["prior"].update(kind="entity", blocks=[], free_dims=0)
+    (dims, group), = module("shapes3d", "prior").build(cfg, space).views()
+    assert dims == slice(None) and group.tolist() == list(range(120))
