@@ -153,6 +153,9 @@ CONFIG = {
         # prior.kind=modular, each factor's bins over the graph of its block alone)
         "pseudo_source": "mixture",
         "pseudo_neighbours": 10,
+        # graph: the share of a code's label that comes from its neighbours at each step of the
+        # spreading (Zhou et al.'s alpha, scikit-learn's default 0.2); higher reaches further
+        "pseudo_alpha": 0.2,
         "rel_noise": "matched",  # target sample's noise: independent (paper) | matched
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
@@ -257,7 +260,7 @@ RANGES = {
     "train.consistency_weight": (0.0, 1e38), "train.leak_weight": (0.0, 1e38),
     "train.indep_weight": (0.0, 1e38), "train.invariance_weight": (0.0, 1e38),
     "train.pseudo_per_entity": (0, 10**8), "train.pseudo_after": (0, 10**6),
-    "train.pseudo_neighbours": (1, 10**4),
+    "train.pseudo_neighbours": (1, 10**4), "train.pseudo_alpha": (configlib.POSITIVE, 0.999),
     "prior.gm_cov": (configlib.POSITIVE, 1e6), "prior.pooling": (0.0, 1.0),
     "prior.means_lr": (configlib.POSITIVE, 10.0), "prior.min_separation": (0.0, 1e6),
     "prior.refit_every": (0, 10**6), "prior.free_dims": (0, 4096),

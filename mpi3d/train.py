@@ -270,7 +270,8 @@ def pseudo_label(state, data, cfg) -> tuple:
         labelled = encode_train(state, data, data.labelled)
         keep, entities = graph.spread(labelled, data.entities["train"][data.labelled], z,
                                       cfg["train"]["pseudo_neighbours"],
-                                      cfg["train"]["pseudo_per_entity"], state.prior.views())
+                                      cfg["train"]["pseudo_per_entity"], state.prior.views(),
+                                      cfg["train"]["pseudo_alpha"])
     else:
         keep, entities = gmm.surest(z, state.prior.means, state.prior.chol, cfg["eval"]["q"],
                                     cfg["train"]["pseudo_per_entity"])

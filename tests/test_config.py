@@ -245,6 +245,7 @@ METHOD_REJECTS = [
     ("train.sup_loss=xent", r"train.sup_loss must be one of nll, nll\+xent, got 'xent'"),
     ("train.pseudo_source=knn", r"train.pseudo_source must be one of mixture, graph, got 'knn'"),
     ("train.pseudo_neighbours=0", r"train.pseudo_neighbours must be >= 1 and <= 10000, got 0"),
+    ("train.pseudo_alpha=1", r"train.pseudo_alpha must be > 0 and <= 0.999, got 1"),
     ("data.labelled_mirror_prob=1.5", r"data.labelled_mirror_prob must be in \[0, 1\]"),
     ("data.labelled_shift=33", r"data.labelled_shift must be in 0..32 pixels, got 33"),
     ("data.labelled_shift=-1", r"data.labelled_shift must be in 0..32 pixels, got -1"),

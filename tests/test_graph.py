@@ -88,3 +88,14 @@ def test_a_modular_prior_gives_one_view_per_factor_block_and_none_to_the_free_bl
     cfg["prior"].update(kind="entity", blocks=[], free_dims=0)
     (dims, group), = module("shapes3d", "prior").build(cfg, space).views()
     assert dims == slice(None) and group.tolist() == list(range(120))
+
+
+def test_a_higher_alpha_reaches_further_along_a_chain():
+    # twelve codes 0.5 apart along a line, one labelled code half a step before the first
+    # (and one of another class far away): each step of the spreading passes on alpha of a
+    # label, and it stops once little changes, so a low alpha leaves the far end unreached
+    z = torch.stack([torch.arange(1, 13) * 0.5, torch.zeros(12)], 1)
+    labelled, labels = torch.tensor([[0.0, 0.0], [100.0, 100.0]]), torch.tensor([0, 1])
+    reached = {alpha: graph.spread(labelled, labels, z, neighbours=3, per_class=1000,
+                                   alpha=alpha)[0].tolist() for alpha in (0.2, 0.9)}
+    assert reached == {0.2: list(range(5)), 0.9: list(range(12))}
