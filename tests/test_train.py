@@ -297,6 +297,25 @@ def test_graph_pseudo_labels_come_from_the_spread_labels_of_the_budget(tmp_path)
         {**saved, "train": {**saved["train"], "pseudo_per_entity": 0}})
 
 
+def test_graph_pseudo_labels_of_a_modular_prior_come_block_by_block(tmp_path):
+    """Shapes3D's modular prior with its free block: the spreading runs on its factor blocks
+    (prior.views), far-reaching (train.pseudo_alpha), and the run ends with pseudo-labels of
+    unlabelled images, at most k per entity."""
+    result = run("shapes3d", [*tiny(tmp_path, "graph", epochs=(1, 1)), "train.pseudo_per_entity=2",
+                              "train.pseudo_after=0", "train.pseudo_source=graph",
+                              "train.pseudo_alpha=0.9"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"epoch 2: [1-9]\d* pseudo-labels", result.stderr)
+    saved = json.loads((tmp_path / "runs" / "graph" / "config.json").read_text())
+    assert saved["prior"]["kind"] == "modular" and saved["prior"]["free_dims"] > 0
+    positions, entities = torch.load(tmp_path / "runs" / "graph" / "checkpoint.pt",
+                                     weights_only=True)["pseudo"]
+    data = module("shapes3d", "dataset").load_data(
+        tiny_config("shapes3d", tmp_path, "run.device=cpu"), "cpu", REPO)
+    assert not set(positions.tolist()) & set(data.labelled.tolist())
+    assert int(torch.bincount(entities).max()) <= 2
+
+
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_phase_marks_sit_between_the_rows_of_their_epochs(folder, tmp_path):
     cfg = module(folder, "config").CONFIG
