@@ -32,7 +32,9 @@ def parse_args(dataset: str, presets: dict, argv=None) -> argparse.Namespace:
     action.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
     action.add_argument("--evaluate", metavar="RUN_DIR",
                         help="recompute every metric, picture and report.md of a run")
-    args = parser.parse_args(argv)
+    # intermixed: overrides may stand on both sides of --preset (plain parse_args takes the
+    # overrides before it and calls the ones after it unrecognised)
+    args = parser.parse_intermixed_args(argv)
     if (args.resume or args.evaluate) and (args.overrides or args.preset):
         parser.error("--resume/--evaluate use the run's saved config.json; drop the overrides")
     return args

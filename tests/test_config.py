@@ -537,3 +537,13 @@ def test_background_swap_is_a_probability_and_refused_where_every_background_is_
     cfg["data"]["background_swap_prob"] = 0.5
     with pytest.raises(UserError, match="background_swap_prob must be 0 on dSprites"):
         config.validate(cfg)
+
+
+def test_overrides_may_stand_on_both_sides_of_the_preset():
+    from common import cli
+
+    presets = module("dsprites", "config").PRESETS
+    args = cli.parse_args("dsprites", presets, ["run.seed=1", "--preset", "labels1", "run.name=x"])
+    assert args.preset == "labels1" and args.overrides == ["run.seed=1", "run.name=x"]
+    with pytest.raises(SystemExit):  # the run's own config: no overrides with --evaluate
+        cli.parse_args("dsprites", presets, ["--evaluate", "runs/x", "run.seed=1"])
