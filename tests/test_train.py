@@ -272,22 +272,29 @@ def test_pseudo_labels_join_the_supervised_term_and_a_run_killed_after_them_resu
     assert comparable_run(run_dir) == comparable_run(tmp_path / "runs" / "whole")
 
 
+def graph_run(folder, tmp_path, *overrides):
+    """A tiny run of `folder` with graph pseudo-labels (two per entity, from the first
+    relational epoch): (its stderr, the checkpoint's pseudo-labels (positions, entities), its
+    data), after checking they are of unlabelled images, at most two per entity."""
+    result = run(folder, [*tiny(tmp_path, "graph", epochs=(1, 1)), "train.pseudo_per_entity=2",
+                          "train.pseudo_after=0", "train.pseudo_source=graph", *overrides])
+    assert result.returncode == 0, result.stderr[-2000:]
+    positions, entities = torch.load(tmp_path / "runs" / "graph" / "checkpoint.pt",
+                                     weights_only=True)["pseudo"]
+    data = module(folder, "dataset").load_data(
+        tiny_config(folder, tmp_path, "run.device=cpu"), "cpu", REPO)
+    assert not set(positions.tolist()) & set(data.labelled.tolist())
+    assert int(torch.bincount(entities).max()) <= 2
+    return result.stderr, (positions, entities), data
+
+
 def test_graph_pseudo_labels_come_from_the_spread_labels_of_the_budget(tmp_path):
     """train.pseudo_source=graph: the pseudo-labels are the labelled codes' entities spread over
     the codes' neighbour graph, at most k per entity, on unlabelled images only, and the run
     says how many it made."""
-    result = run("dsprites", [*tiny(tmp_path, "graph", epochs=(1, 1)), "train.pseudo_per_entity=2",
-                              "train.pseudo_after=0", "train.pseudo_source=graph"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(r"epoch 2: \d+ pseudo-labels", result.stderr)
-    positions, entities = torch.load(tmp_path / "runs" / "graph" / "checkpoint.pt",
-                                     weights_only=True)["pseudo"]
-    train = module("dsprites", "train")
-    data = train.dataset.load_data(tiny_config("dsprites", tmp_path, "run.device=cpu"), "cpu",
-                                   REPO)
+    stderr, (positions, _), data = graph_run("dsprites", tmp_path)
+    assert re.search(r"epoch 2: \d+ pseudo-labels", stderr)
     assert 0 < len(positions) <= 2 * data.space.num_entities
-    assert not set(positions.tolist()) & set(data.labelled.tolist())
-    assert int(torch.bincount(entities).max()) <= 2
     assert positions.tolist() == sorted(positions.tolist())  # graph.spread's order
     # training_curves.png marks where they join, between epoch 1's row and epoch 2's
     saved = json.loads((tmp_path / "runs" / "graph" / "config.json").read_text())
@@ -301,23 +308,14 @@ def test_graph_pseudo_labels_of_a_modular_prior_come_block_by_block(tmp_path):
     """Shapes3D's modular prior with its free block: the spreading runs on its factor blocks
     (prior.views), far-reaching (train.pseudo_alpha), and the run ends with pseudo-labels of
     unlabelled images, at most k per entity."""
-    result = run("shapes3d", [*tiny(tmp_path, "graph", epochs=(1, 1)), "train.pseudo_per_entity=2",
-                              "train.pseudo_after=0", "train.pseudo_source=graph",
-                              "train.pseudo_alpha=0.9"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(r"epoch 2: [1-9]\d* pseudo-labels", result.stderr)
+    stderr, _, _ = graph_run("shapes3d", tmp_path, "train.pseudo_alpha=0.9")
+    assert re.search(r"epoch 2: [1-9]\d* pseudo-labels", stderr)
     saved = json.loads((tmp_path / "runs" / "graph" / "config.json").read_text())
     assert saved["prior"]["kind"] == "modular" and saved["prior"]["free_dims"] > 0
-    positions, entities = torch.load(tmp_path / "runs" / "graph" / "checkpoint.pt",
-                                     weights_only=True)["pseudo"]
-    data = module("shapes3d", "dataset").load_data(
-        tiny_config("shapes3d", tmp_path, "run.device=cpu"), "cpu", REPO)
-    assert not set(positions.tolist()) & set(data.labelled.tolist())
-    assert int(torch.bincount(entities).max()) <= 2
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
-def test_phase_marks_sit_between_the_rows_of_their_epochs(folder, tmp_path):
+def test_phase_marks_sit_between_the_rows_of_their_epochs(folder):
     cfg = module(folder, "config").CONFIG
     cfg = {**cfg, "train": {**cfg["train"], "warmup_epochs": 3, "relational_epochs": 10,
                             "lr_decay_epochs": 4, "pseudo_per_entity": 5, "pseudo_after": 2},
@@ -332,7 +330,13 @@ def test_phase_marks_sit_between_the_rows_of_their_epochs(folder, tmp_path):
     # more calibration epochs than relational ones: from the first relational epoch
     assert module(folder, "log").phase_marks(
         {**cfg, "prior": {**cfg["prior"], "calibrate_epochs": 50}})["calibration begins"] == 3.5
-    plots = module(folder, "log").plots
+
+
+def test_training_curves_draw_four_marks_and_refuse_a_fifth(tmp_path):
+    from common import plots
+
+    marks = {"warm-up ends": 3.5, "lr decay starts": 9.5, "pseudo-labels begin": 5.5,
+             "calibration begins": 10.5}
     rows = [{"epoch": e, "loss": 1.0 / e} for e in range(1, 14)]
     plots.curves(rows, {"loss": ["loss"]}, tmp_path / "four.png", marks=marks)
     assert (tmp_path / "four.png").stat().st_size > 0
