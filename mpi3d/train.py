@@ -225,9 +225,12 @@ def calibrate_prior(state, data, cfg):
     state.model.train()
 
 
-def encode_train(state, data, idx) -> torch.Tensor:
-    """(n, D) codes of the training images at positions idx (n,), in chunks."""
-    return torch.cat([state.model.encoder(data.batch("train", part)) for part in idx.split(1024)])
+def encode_train(state, data, idx, amp: bool = False) -> torch.Tensor:
+    """(n, D) codes of the training images at positions idx (n,), in chunks; in bf16 autocast
+    with amp (a reading that picks neighbours, not one that fits covariances), fp32 out."""
+    with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=amp):
+        return torch.cat([state.model.encoder(data.batch("train", part)).float()
+                          for part in idx.split(1024)])
 
 
 def unlabelled_sample(data, n: int, seed: int) -> torch.Tensor:
@@ -265,9 +268,11 @@ def pseudo_label(state, data, cfg) -> tuple:
     # a sample of its own: the calibration of the same epoch draws with seed + epoch
     positions = unlabelled_sample(data, cfg["prior"]["calibrate_images"],
                                   seed=cfg["run"]["seed"] + 7919 * state.epoch)
-    z = encode_train(state, data, positions)
+    # in the training's precision: the graph and the mixture's surest codes need no more,
+    # and the encoding of every training image is most of a pseudo-labelling's time
+    z = encode_train(state, data, positions, amp=state.amp)
     if cfg["train"]["pseudo_source"] == "graph":
-        labelled = encode_train(state, data, data.labelled)
+        labelled = encode_train(state, data, data.labelled, amp=state.amp)
         keep, entities = graph.spread(labelled, data.entities["train"][data.labelled], z,
                                       cfg["train"]["pseudo_neighbours"],
                                       cfg["train"]["pseudo_per_entity"], state.prior.views(),
