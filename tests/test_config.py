@@ -104,7 +104,7 @@ def test_presets_apply_cleanly(folder):
 
 
 def test_unknown_preset_names_the_choices():
-    choices = r"\['labels1', 'paper', 'tiny'\]"  # dSprites' presets
+    choices = r"\['labels1', 'paper', 'plain', 'tiny'\]"  # dSprites' presets
     with pytest.raises(UserError, match=r"unknown preset 'papr'; choose from " + choices):
         configlib.resolve(CONFIG, PRESETS, "papr", [])
 
