@@ -139,8 +139,9 @@ CONFIG = {
         # unlabelled training images per entity, the ones pseudo_source is surest of, join the
         # supervised term with the entity it gives them (train.py); no label is read; 0: off.
         # 300 asks for more than the 360 images an entity has: every training image the
-        # spreading reaches joins. With it every relation decodes right 0.97+ of the time
-        # (0.91-0.95 without; RESULTS.md, "dSprites: graph self-training, the default")
+        # spreading reaches joins. With it the decoded relations show their change more often,
+        # next_shape most (RESULTS.md, "dSprites: graph self-training, the default since
+        # 2026-12-07")
         "pseudo_per_entity": 300,
         "pseudo_after": 2,  # relational epochs before the first pseudo-labels
         # who gives them: mixture (the prior's components) | graph (the labelled codes'
