@@ -151,7 +151,7 @@ CONFIG = {
         "pseudo_neighbours": 10,
         # graph: the share of a code's label that comes from its neighbours at each step of the
         # spreading (Zhou et al.'s alpha, scikit-learn's default 0.2); higher reaches further,
-        # and its surest codes are then right 0.98-1.00 of the time here (0.89-0.93 at 0.2)
+        # and here its surest codes are then right more often
         "pseudo_alpha": 0.9,
         "rel_noise": "independent",  # target sample's noise: independent (paper) | matched
         "rel_codes": False,  # ReL also learns from encoded labelled codes, not only prior samples
@@ -181,10 +181,9 @@ PRESETS = {
         "run.eval_every": 20,
     },
     # One labelled image per entity (27 of 9,720 training images, 0.3 %), with the default's
-    # self-training from the codes' neighbour graph, spread far (alpha 0.9) and taken wide
-    # (300 per entity: most of the training set), which lifts clustering there from 0.65-0.78
-    # to 0.97+; 20 per entity, or the near spreading of alpha 0.2, lift it less (RESULTS.md,
-    # "Graph self-training on Shapes3D and MPI3D, and the spreading's reach")
+    # self-training from the codes' neighbour graph, spread far and taken wide, without which
+    # one label per entity does not cluster; measured in RESULTS.md, "Graph self-training on
+    # Shapes3D and MPI3D, and the spreading's reach"
     "labels1": {
         "data.labelled_per_entity": 1,
     },
