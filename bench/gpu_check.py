@@ -9,7 +9,8 @@
    images/s, the time outside training (start-up, data, final evaluation), its metrics;
 3. bench/run.py --device cuda for every dataset with the paper preset's batch sizes and
    compile, then dSprites again with --time-to-acc (a default-length run: the time until
-   validation accuracy first reaches 0.95);
+   validation accuracy first reaches 0.95), and once more compiled with
+   train.compile_mode=reduce-overhead (CUDA graphs) to compare with its first figures;
 4. torchrun --standalone --nproc_per_node=1 on dSprites, the paper preset's two short epochs.
 
 Each step has a timeout and the whole check a budget (--budget-s): a step that would start
@@ -132,9 +133,13 @@ def main() -> int:
             if result is not None:
                 training_figures(check, name, scratch / dataset)
 
-        for dataset, extra in [*[(d, []) for d in DATASETS], ("dsprites", ["--time-to-acc"])]:
-            name = f"bench/{dataset}" + ("/time_to_acc" if extra else "")
-            report = scratch / f"{dataset}{len(extra)}.json"
+        # the last: the same dSprites step in CUDA graphs, to read beside bench/dsprites
+        variants = [*[(d, "", []) for d in DATASETS],
+                    ("dsprites", "time_to_acc", ["--time-to-acc"]),
+                    ("dsprites", "reduce_overhead", ["train.compile_mode=reduce-overhead"])]
+        for dataset, variant, extra in variants:
+            name = f"bench/{dataset}" + (f"/{variant}" if variant else "")
+            report = scratch / f"{dataset}{variant}.json"
             result = check.step(name, [PYTHON, "bench/run.py", "--dataset", dataset,
                                        "--device", "cuda", "--out", str(report), *extra,
                                        *paper_overrides(dataset), f"run.root={scratch}"],

@@ -105,7 +105,7 @@ ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "train.pseudo_per_entity": 0, "train.pseudo_after": 2,
               "data.background_swap_prob": 0.0, "train.invariance_weight": 0.0,
               "train.pseudo_source": "mixture", "train.pseudo_neighbours": 10,
-              "train.pseudo_alpha": 0.2}
+              "train.pseudo_alpha": 0.2, "train.compile_mode": "default"}
 
 
 def upgrade(cfg: dict) -> dict:

@@ -161,6 +161,10 @@ CONFIG = {
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
         "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores
         "compile": False,  # torch.compile the networks (pays off on GPU for long runs)
+        # torch.compile's mode: default | reduce-overhead (CUDA graphs: one launch per
+        # compiled network and step, for small networks whose steps wait on kernel launches;
+        # no effect on a CPU) | max-autotune (slow to compile)
+        "compile_mode": "default",
     },
     "eval": {
         "qs": [0.5, 0.9, 0.99, 0.999, 1.0],
@@ -278,6 +282,7 @@ def validate_method(cfg: dict) -> None:
                "train.sup_loss": ("nll", "nll+xent"),
                "train.pseudo_source": ("mixture", "graph"),
                "train.rel_noise": ("independent", "matched"),
+               "train.compile_mode": ("default", "reduce-overhead", "max-autotune"),
                "prior.warmup": ("normal", "uniform"), "prior.kind": ("entity", "modular"),
                "model.norm": ("none", "batch")}
     for dotted, allowed in choices.items():

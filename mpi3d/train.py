@@ -91,7 +91,8 @@ def build_state(cfg: dict, data: Data, device, group=None) -> State:
     model = group.synchronise_batch_norm(model, torch.device(device))
     if cfg["train"]["compile"]:
         for module in (model.encoder, model.decoder, model.discriminator, rel):
-            module.compile()  # in place: state_dict keys and checkpoints stay the same
+            # in place: state_dict keys and checkpoints stay the same
+            module.compile(mode=cfg["train"]["compile_mode"])
     group.broadcast_parameters([model, rel, prior])
     adversary = leak_opt = None
     # the entity kind's code is one block that holds every entity factor: nothing to keep out

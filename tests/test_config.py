@@ -244,6 +244,8 @@ METHOD_REJECTS = [
     ("train.rel_loss=l1", r"train.rel_loss must be one of mse, nll, xent, got 'l1'"),
     ("train.sup_loss=xent", r"train.sup_loss must be one of nll, nll\+xent, got 'xent'"),
     ("train.pseudo_source=knn", r"train.pseudo_source must be one of mixture, graph, got 'knn'"),
+    ("train.compile_mode=fast",
+     r"train.compile_mode must be one of default, reduce-overhead, max-autotune, got 'fast'"),
     ("train.pseudo_neighbours=0", r"train.pseudo_neighbours must be >= 1 and <= 10000, got 0"),
     ("train.pseudo_alpha=1", r"train.pseudo_alpha must be > 0 and <= 0.999, got 1"),
     ("data.labelled_mirror_prob=1.5", r"data.labelled_mirror_prob must be in \[0, 1\]"),
