@@ -146,7 +146,10 @@ CONFIG = {
         "pseudo_after": 2,  # relational epochs before the first pseudo-labels
         # who gives them: mixture (the prior's components) | graph (the labelled codes'
         # entities spread over the graph of each code's pseudo_neighbours nearest codes; with
-        # prior.kind=modular, each factor's bins over the graph of its block alone)
+        # prior.kind=modular, each factor's bins over the graph of its block alone). With
+        # prior.kind=modular here the blocks' graphs give wrong labels (right a fifth to two
+        # fifths of the time) and the run collapses: use --preset plain with it (RESULTS.md,
+        # "dSprites budget sweep at the self-training default")
         "pseudo_source": "graph",
         "pseudo_neighbours": 10,
         # graph: the share of a code's label that comes from its neighbours at each step of the
