@@ -483,7 +483,8 @@ def test_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_gpu_path_switches_bf16_and_compile_run_and_checkpoint_portably(tmp_path):
-    # reduce-overhead is default's compilation on a CPU (CUDA graphs need CUDA): one test, both
+    # on a CPU reduce-overhead compiles as default does (CUDA graphs need CUDA), so this one
+    # run covers both modes here; on CUDA the GPU check runs reduce-overhead (bench step)
     result = run("dsprites", [*tiny(tmp_path, "fast", epochs=(1, 1)), "train.amp=bf16",
                               "train.compile=true", "train.compile_mode=reduce-overhead",
                               "train.channels_last=true"])
