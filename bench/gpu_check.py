@@ -10,7 +10,7 @@
 3. bench/run.py --device cuda for every dataset with the paper preset's batch sizes and
    compile, then dSprites again with --time-to-acc (a default-length run: the time until
    validation accuracy first reaches 0.95), and once more compiled with
-   train.compile_mode=reduce-overhead (CUDA graphs) to compare with its first figures;
+   train.compile=reduce-overhead (CUDA graphs) to compare with its first figures;
 4. torchrun --standalone --nproc_per_node=1 on dSprites, the paper preset's two short epochs.
 
 Each step has a timeout and the whole check a budget (--budget-s): a step that would start
@@ -45,6 +45,23 @@ def paper_overrides(dataset: str) -> list[str]:
     preset = importlib.import_module(f"{dataset}.config").PRESETS["paper"]
     return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in preset.items()
             if not k.endswith("_epochs") and k != "run.eval_every"]
+
+
+def bench_commands(scratch: Path) -> list[tuple[str, Path, list[str]]]:
+    """(step name, JSON report, command) of each bench/run.py step: every dataset with the paper
+    preset's batch sizes and compile, then dSprites with --time-to-acc, and last the same
+    dSprites step in CUDA graphs, to read beside bench/dsprites."""
+    variants = [*[(d, "", []) for d in DATASETS],
+                ("dsprites", "time_to_acc", ["--time-to-acc"]),
+                ("dsprites", "reduce_overhead", ["train.compile=reduce-overhead"])]
+    commands = []
+    for dataset, variant, extra in variants:
+        report = scratch / f"{dataset}{variant}.json"
+        commands.append((f"bench/{dataset}" + (f"/{variant}" if variant else ""), report,
+                         [PYTHON, "bench/run.py", "--dataset", dataset, "--device", "cuda",
+                          "--out", str(report), *paper_overrides(dataset),
+                          f"run.root={scratch}", *extra]))  # extra last: it overrides the preset
+    return commands
 
 
 class Check:
@@ -133,17 +150,8 @@ def main() -> int:
             if result is not None:
                 training_figures(check, name, scratch / dataset)
 
-        # the last: the same dSprites step in CUDA graphs, to read beside bench/dsprites
-        variants = [*[(d, "", []) for d in DATASETS],
-                    ("dsprites", "time_to_acc", ["--time-to-acc"]),
-                    ("dsprites", "reduce_overhead", ["train.compile_mode=reduce-overhead"])]
-        for dataset, variant, extra in variants:
-            name = f"bench/{dataset}" + (f"/{variant}" if variant else "")
-            report = scratch / f"{dataset}{variant}.json"
-            result = check.step(name, [PYTHON, "bench/run.py", "--dataset", dataset,
-                                       "--device", "cuda", "--out", str(report), *extra,
-                                       *paper_overrides(dataset), f"run.root={scratch}"],
-                                timeout=150)
+        for name, report, command in bench_commands(scratch):
+            result = check.step(name, command, timeout=150)
             if result is not None:
                 bench = json.loads(report.read_text())
                 check.figures.update({f"{name}/{k}": v for k, v in bench.items()

@@ -105,12 +105,21 @@ ADDED_KEYS = {"prior.pooling": 0.0, "train.rel_noise": "independent",
               "train.pseudo_per_entity": 0, "train.pseudo_after": 2,
               "data.background_swap_prob": 0.0, "train.invariance_weight": 0.0,
               "train.pseudo_source": "mixture", "train.pseudo_neighbours": 10,
-              "train.pseudo_alpha": 0.2, "train.compile_mode": "default"}
+              "train.pseudo_alpha": 0.2}
+
+# train.compile's values: off, or the torch.compile mode the networks are compiled in
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 def upgrade(cfg: dict) -> dict:
-    """A run's saved config with any ADDED_KEYS it predates filled in (a copy)."""
+    """A run's saved config with any ADDED_KEYS it predates filled in (a copy), and keys whose
+    form changed since written in today's form."""
     cfg = copy.deepcopy(cfg)
+    train = cfg.get("train", {})
+    # until 2026-12-08 train.compile was a bool, with the mode in a key of its own
+    if isinstance(train.get("compile"), bool):
+        mode = train.pop("compile_mode", "default")
+        train["compile"] = mode if train["compile"] else "off"
     flat = flatten(cfg)
     for key, value in ADDED_KEYS.items():
         if key not in flat:

@@ -88,10 +88,10 @@ def build_state(cfg: dict, data: Data, device, group=None) -> State:
         model = model.to(memory_format=torch.channels_last)
     group = group or distributed.Group()
     model = group.synchronise_batch_norm(model, torch.device(device))
-    if cfg["train"]["compile"]:
+    if cfg["train"]["compile"] != "off":
         for module in (model.encoder, model.decoder, model.discriminator, rel):
             # in place: state_dict keys and checkpoints stay the same
-            module.compile(mode=cfg["train"]["compile_mode"])
+            module.compile(mode=cfg["train"]["compile"])
     group.broadcast_parameters([model, rel, prior])
     adversary = leak_opt = None
     # the entity kind's code is one block that holds every entity factor: nothing to keep out

@@ -173,11 +173,11 @@ CONFIG = {
         "rel_codes": True,  # ReL also learns from encoded labelled codes, not only prior samples
         "amp": "auto",  # bf16 autocast: auto (where the hardware has bf16) | bf16 | off
         "channels_last": True,  # NHWC convolutions: faster on CPU and on tensor cores
-        "compile": False,  # torch.compile the networks (pays off on GPU for long runs)
-        # torch.compile's mode: default | reduce-overhead (CUDA graphs: one launch per
-        # compiled network and step, for small networks whose steps wait on kernel launches;
-        # no effect on a CPU) | max-autotune (slow to compile)
-        "compile_mode": "default",
+        # torch.compile the networks (pays off on GPU for long runs), in one of its modes:
+        # off | default | reduce-overhead (CUDA graphs: one launch per compiled network and
+        # step, for small networks whose steps wait on kernel launches; on a CPU the same as
+        # default) | max-autotune (slow to compile)
+        "compile": "off",
     },
     "eval": {
         "qs": [0.5, 0.9, 0.99, 0.999, 1.0],
@@ -197,7 +197,7 @@ PRESETS = {
         "train.relational_epochs": 400,
         "data.noise_prob": 0.3,
         "data.mask_prob": 0.3,
-        "train.compile": True,
+        "train.compile": "default",
         "run.eval_every": 20,
     },
     # The default before 2026-12-05: 45 labelled images per entity (5,400 of 57,600, 9.4 %),
@@ -287,7 +287,7 @@ def validate_method(cfg: dict) -> None:
                "train.sup_loss": ("nll", "nll+xent"),
                "train.pseudo_source": ("mixture", "graph"),
                "train.rel_noise": ("independent", "matched"),
-               "train.compile_mode": ("default", "reduce-overhead", "max-autotune"),
+               "train.compile": configlib.COMPILE_MODES,
                "prior.warmup": ("normal", "uniform"), "prior.kind": ("entity", "modular"),
                "model.norm": ("none", "batch")}
     for dotted, allowed in choices.items():

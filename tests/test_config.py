@@ -208,6 +208,20 @@ def test_upgrade_fills_only_keys_added_after_a_run_was_made():
         assert set(configlib.ADDED_KEYS) <= set(configlib.flatten(dataset_config))
 
 
+@pytest.mark.parametrize("saved,mode", [
+    ({"compile": False}, "off"), ({"compile": True}, "default"),
+    ({"compile": False, "compile_mode": "max-autotune"}, "off"),
+    ({"compile": True, "compile_mode": "reduce-overhead"}, "reduce-overhead")])
+def test_upgrade_writes_a_boolean_compile_of_older_runs_as_its_mode(saved, mode):
+    cfg = _edited()
+    del cfg["train"]["compile"]
+    cfg["train"].update(saved)
+    upgraded = configlib.upgrade(cfg)
+    configlib.check_types(upgraded, CONFIG)
+    assert upgraded["train"]["compile"] == mode and "compile_mode" not in upgraded["train"]
+    assert cfg["train"]["compile"] is saved["compile"]  # the saved config is left as it was
+
+
 @pytest.mark.parametrize("section,key,value,kind", [
     ("model", "z_dim", "10", "int"),
     ("model", "z_dim", 10.0, "int"),
@@ -244,8 +258,10 @@ METHOD_REJECTS = [
     ("train.rel_loss=l1", r"train.rel_loss must be one of mse, nll, xent, got 'l1'"),
     ("train.sup_loss=xent", r"train.sup_loss must be one of nll, nll\+xent, got 'xent'"),
     ("train.pseudo_source=knn", r"train.pseudo_source must be one of mixture, graph, got 'knn'"),
-    ("train.compile_mode=fast",
-     r"train.compile_mode must be one of default, reduce-overhead, max-autotune, got 'fast'"),
+    ("train.compile=fast",
+     r"train.compile must be one of off, default, reduce-overhead, max-autotune, got 'fast'"),
+    ("train.compile=true",  # a bool until 2026-12-08: the mode is named now
+     r"train.compile must be one of off, default, reduce-overhead, max-autotune, got 'true'"),
     ("train.pseudo_neighbours=0", r"train.pseudo_neighbours must be >= 1 and <= 10000, got 0"),
     ("train.pseudo_alpha=1", r"train.pseudo_alpha must be > 0 and <= 0.999, got 1"),
     ("data.labelled_mirror_prob=1.5", r"data.labelled_mirror_prob must be in \[0, 1\]"),

@@ -49,3 +49,24 @@ def test_when_torch_sees_no_cuda_it_stops_before_any_step_with_one_line():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs CUDA: torch.cuda.is_available() is False" in lines[0], lines
     assert sorted((REPO / "bench" / "results").iterdir()) == results_before  # no JSON written
+
+
+def test_each_bench_step_runs_the_config_it_names(tmp_path):
+    """The bench steps' overrides resolve as bench/run.py resolves them: the paper preset's
+    compile mode, but CUDA graphs in the step named for them (an override after the preset's)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import gpu_check
+    from common import config as configlib
+    from dsprites import config as dsprites_config
+
+    compiled = {}
+    for name, _, command in gpu_check.bench_commands(tmp_path):
+        overrides = [arg for arg in command[2:] if "=" in arg and not arg.startswith("-")]
+        if name.startswith("bench/dsprites"):
+            cfg = configlib.resolve(dsprites_config.CONFIG, dsprites_config.PRESETS, None,
+                                    overrides)
+            compiled[name] = cfg["train"]["compile"]
+            assert cfg["train"]["batch_size"] == dsprites_config.PRESETS["paper"][
+                "train.batch_size"]
+    assert compiled == {"bench/dsprites": "default", "bench/dsprites/time_to_acc": "default",
+                        "bench/dsprites/reduce_overhead": "reduce-overhead"}

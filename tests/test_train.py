@@ -486,7 +486,7 @@ def test_gpu_path_switches_bf16_and_compile_run_and_checkpoint_portably(tmp_path
     # on a CPU reduce-overhead compiles as default does (CUDA graphs need CUDA), so this one
     # run covers both modes here; on CUDA the GPU check runs reduce-overhead (bench step)
     result = run("dsprites", [*tiny(tmp_path, "fast", epochs=(1, 1)), "train.amp=bf16",
-                              "train.compile=true", "train.compile_mode=reduce-overhead",
+                              "train.compile=reduce-overhead",
                               "train.channels_last=true"])
     assert result.returncode == 0, result.stderr
     assert "training forward passes in bf16 autocast (train.amp=bf16)" in result.stderr
