@@ -2,6 +2,7 @@
 says it needs CUDA (never a silent pass, never a half-run check). Where the machine has a GPU
 the fakes below hide it: a failing nvidia-smi, then CUDA_VISIBLE_DEVICES=""."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -54,8 +55,7 @@ def test_when_torch_sees_no_cuda_it_stops_before_any_step_with_one_line():
 def test_each_bench_step_runs_the_config_it_names(tmp_path):
     """The bench steps' overrides resolve as bench/run.py resolves them: the paper preset's
     compile mode, but CUDA graphs in the step named for them (an override after the preset's)."""
-    sys.path.insert(0, str(REPO / "bench"))
-    import gpu_check
+    gpu_check = importlib.import_module("bench.gpu_check")  # as test_bench imports its scripts
     from common import config as configlib
     from dsprites import config as dsprites_config
 
