@@ -1,7 +1,9 @@
 """report.md: a one-page summary of a run, readable on GitHub as it is.
 
 The config that matters at a glance, every metric of metrics.json in one table (test and
-validation side by side), the relations one per row, and the pictures inline.
+validation side by side), the relations one per row, and the pictures inline; a sentence
+under the headline compares the last validation pass with the best, since a run keeps its
+last epoch (flagged as a late drop when it fell by more than LATE_DROP).
 """
 
 import json
@@ -55,7 +57,32 @@ def _lookup(cfg: dict, dotted: str):
     return node
 
 
-def render(run_name: str, dataset: str, cfg: dict, results: dict, pictures: list[str]) -> str:
+# the validation clustering accuracy a run may lose after its best epoch before the report says so
+LATE_DROP = 0.05
+VAL_ACC, VAL_ACCEPT = "val/cluster_acc@0.99", "val/cluster_accept@0.99"
+
+
+def _validation_lines(history: list[dict]) -> list[str]:
+    """One sentence on the validation passes of metrics.csv: the best epoch and the last, and a
+    warning when the last lost more than LATE_DROP (a run keeps its last epoch, not its best)."""
+    rows = [(int(r["epoch"]), float(r[VAL_ACC]), float(r.get(VAL_ACCEPT) or "nan"))
+            for r in history if r.get(VAL_ACC)]
+    if not rows:
+        return []
+    best, last = max(rows, key=lambda r: r[1]), rows[-1]
+    text = (f"Validation clustering at q=0.99 after epoch {last[0]}, the last evaluated: "
+            f"{last[1]:.3f} (acceptance {last[2]:.3f})")
+    text += (f"; the best, after epoch {best[0]}: {best[1]:.3f} (acceptance {best[2]:.3f})."
+             if best[1] > last[1] else ", the best of the run.")
+    if best[1] - last[1] > LATE_DROP:
+        text = (f"**Late drop**: {text} The run keeps its last epoch, so the test numbers "
+                "below are the dropped ones; training_curves.png shows when it happened.")
+    return ["", text]
+
+
+def render(run_name: str, dataset: str, cfg: dict, results: dict, pictures: list[str],
+           history: list[dict] = ()) -> str:
+    """report.md's text; history is metrics.csv's rows (for the validation sentence)."""
     lines = [f"# {run_name}", ""]
     budget = results.get("labelled_images"), results.get("train_images")
     share = f" ({100 * budget[0] / budget[1]:.1f} %)" if all(budget) else ""
@@ -70,6 +97,7 @@ def render(run_name: str, dataset: str, cfg: dict, results: dict, pictures: list
     lines += ["| headline (test split) | value |", "|---|---|"]
     lines += [f"| {text} | {_fmt(results[f'test/{key}'])} |" for key, text in HEADLINE
               if f"test/{key}" in results]
+    lines += _validation_lines(history)
 
     lines += ["", "## Config", "", "| key | value |", "|---|---|"]
     for key in CONFIG_KEYS:
@@ -109,5 +137,5 @@ def render(run_name: str, dataset: str, cfg: dict, results: dict, pictures: list
 
 def write(run: RunFolder, dataset: str, cfg: dict, results: dict) -> None:
     pictures = sorted(p.name for p in run.path.glob("*.png"))
-    text = render(run.path.name, dataset, cfg, results, pictures)
+    text = render(run.path.name, dataset, cfg, results, pictures, run.read_metrics())
     atomic_write(run.path / "report.md", lambda f: f.write(text.encode()))

@@ -250,6 +250,27 @@ def test_report_lists_every_metric_and_links_existing_pictures():
     assert json.dumps(CONFIG, indent=2) in text
 
 
+def test_report_says_when_the_last_validation_pass_fell_below_the_best():
+    def row(epoch, acc, accept):  # metrics.csv's rows, as RunFolder.read_metrics gives them
+        return {"epoch": str(epoch), "val/cluster_acc@0.99": "" if acc is None else str(acc),
+                "val/cluster_accept@0.99": "" if accept is None else str(accept)}
+
+    results = {"test/cluster_acc@0.99": 0.8, "epochs": 4}
+    history = [row(1, None, None), row(2, 0.70, 0.80), row(3, 0.917, 0.932), row(4, 0.806, 0.121)]
+    text = report.render("r", "dsprites", CONFIG, results, [], history)
+    assert ("**Late drop**: Validation clustering at q=0.99 after epoch 4, the last evaluated: "
+            "0.806 (acceptance 0.121); the best, after epoch 3: 0.917 (acceptance 0.932).") in text
+    # a fall within LATE_DROP is named but not flagged; a last pass that is the best, neither
+    history[-1] = row(4, 0.917 - report.LATE_DROP + 0.01, 0.9)
+    text = report.render("r", "dsprites", CONFIG, results, [], history)
+    assert "the best, after epoch 3: 0.917" in text and "Late drop" not in text
+    history[-1] = row(4, 0.95, 0.9)
+    text = report.render("r", "dsprites", CONFIG, results, [], history)
+    assert "after epoch 4, the last evaluated: 0.950 (acceptance 0.900), the best of the run." in text
+    assert "Validation clustering" not in report.render("r", "dsprites", CONFIG, results, [],
+                                                         history[:1])
+
+
 @pytest.mark.runs
 def test_classifier_reads_the_small_mpi3d_objects_shape(tmp_path):
     """MPI3D's object is 11-19 px across: its shape is a detail beside colour and size. (Before

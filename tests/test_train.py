@@ -72,6 +72,10 @@ def test_train_writes_a_complete_run_and_evaluate_reproduces_it(tmp_path, folder
     assert list(saved["relation_names"]) == list(space.relation_names)
     report = (run_dir / "report.md").read_text()
     assert "| rel_acc_decoded |" in report and "(relation_chains.png)" in report
+    with open(run_dir / "metrics.csv") as f:
+        last_val = [r for r in csv.DictReader(f) if r["val/cluster_acc@0.99"]][-1]
+    assert (f"after epoch {last_val['epoch']}, the last evaluated: "
+            f"{float(last_val['val/cluster_acc@0.99']):.3f}") in report
     # With train.lr_decay_epochs every learning rate falls towards 0 over the last epochs (here
     # both relational ones: the last step runs at a quarter or less); without, they stay put.
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
