@@ -7,6 +7,7 @@ last epoch (flagged as a late drop when it fell by more than LATE_DROP).
 """
 
 import json
+import math
 
 from common.checkpoint import atomic_write
 from common.runlog import RunFolder
@@ -65,8 +66,12 @@ VAL_ACC, VAL_ACCEPT = "val/cluster_acc@0.99", "val/cluster_accept@0.99"
 def _validation_lines(history: list[dict]) -> list[str]:
     """One sentence on the validation passes of metrics.csv: the best epoch and the last, and a
     warning when the last lost more than LATE_DROP (a run keeps its last epoch, not its best)."""
-    rows = [(int(r["epoch"]), float(r[VAL_ACC]), float(r.get(VAL_ACCEPT) or "nan"))
-            for r in history if r.get(VAL_ACC)]
+    try:
+        rows = [(int(r["epoch"]), float(r[VAL_ACC]), float(r.get(VAL_ACCEPT) or "nan"))
+                for r in history if r.get(VAL_ACC)]
+    except (KeyError, ValueError):  # a metrics.csv this code did not write: no sentence
+        return []
+    rows = [r for r in rows if math.isfinite(r[1])]
     if not rows:
         return []
     best, last = max(rows, key=lambda r: r[1]), rows[-1]

@@ -269,6 +269,12 @@ def test_report_says_when_the_last_validation_pass_fell_below_the_best():
     assert "after epoch 4, the last evaluated: 0.950 (acceptance 0.900), the best of the run." in text
     assert "Validation clustering" not in report.render("r", "dsprites", CONFIG, results, [],
                                                          history[:1])
+    # a non-finite pass is left out; an unreadable metrics.csv leaves the sentence out, and
+    # the report is still written
+    nan_first = [row(1, "nan", 0.1), row(3, 0.917, 0.932), row(4, 0.806, 0.121)]
+    assert "**Late drop**" in report.render("r", "dsprites", CONFIG, results, [], nan_first)
+    bad = report.render("r", "dsprites", CONFIG, results, [], [{**row(2, 0.7, 0.8), "epoch": "x"}])
+    assert "Validation clustering" not in bad and "| headline (test split) | value |" in bad
 
 
 @pytest.mark.runs
