@@ -8,6 +8,7 @@ last epoch (flagged as a late drop when it fell by more than LATE_DROP).
 
 import json
 import math
+import sys
 
 from common.checkpoint import atomic_write
 from common.runlog import RunFolder
@@ -63,23 +64,32 @@ LATE_DROP = 0.05
 VAL_ACC, VAL_ACCEPT = "val/cluster_acc@0.99", "val/cluster_accept@0.99"
 
 
-def _validation_lines(history: list[dict]) -> list[str]:
-    """One sentence on the validation passes of metrics.csv: the best epoch and the last, and a
-    warning when the last lost more than LATE_DROP (a run keeps its last epoch, not its best)."""
+def validation_sentence(history: list[dict]) -> tuple[str, bool] | None:
+    """One sentence on the validation passes of metrics.csv (the last against the best) and
+    whether the last lost more than LATE_DROP (a run keeps its last epoch, not its best);
+    None when there was no readable pass."""
     try:
         rows = [(int(r["epoch"]), float(r[VAL_ACC]), float(r.get(VAL_ACCEPT) or "nan"))
                 for r in history if r.get(VAL_ACC)]
     except (KeyError, ValueError):  # a metrics.csv this code did not write: no sentence
-        return []
+        return None
     rows = [r for r in rows if math.isfinite(r[1])]
     if not rows:
-        return []
+        return None
     best, last = max(rows, key=lambda r: r[1]), rows[-1]
     text = (f"Validation clustering at q=0.99 after epoch {last[0]}, the last evaluated: "
             f"{last[1]:.3f} (acceptance {last[2]:.3f})")
     text += (f"; the best, after epoch {best[0]}: {best[1]:.3f} (acceptance {best[2]:.3f})."
              if best[1] > last[1] else ", the best of the run.")
-    if best[1] - last[1] > LATE_DROP:
+    return text, best[1] - last[1] > LATE_DROP
+
+
+def _validation_lines(history: list[dict]) -> list[str]:
+    found = validation_sentence(history)
+    if found is None:
+        return []
+    text, dropped = found
+    if dropped:
         text = (f"**Late drop**: {text} The run keeps its last epoch, so the test numbers "
                 "below are the dropped ones; training_curves.png shows when it happened.")
     return ["", text]
@@ -141,6 +151,12 @@ def render(run_name: str, dataset: str, cfg: dict, results: dict, pictures: list
 
 
 def write(run: RunFolder, dataset: str, cfg: dict, results: dict) -> None:
-    pictures = sorted(p.name for p in run.path.glob("*.png"))
-    text = render(run.path.name, dataset, cfg, results, pictures, run.read_metrics())
+    """report.md, written at once; a late drop is also said on stderr, where the run's
+    progress lines are."""
+    pictures, history = sorted(p.name for p in run.path.glob("*.png")), run.read_metrics()
+    text = render(run.path.name, dataset, cfg, results, pictures, history)
     atomic_write(run.path / "report.md", lambda f: f.write(text.encode()))
+    found = validation_sentence(history)
+    if found and found[1]:
+        print(f"late drop: {found[0]} The run keeps its last epoch ({run.path / 'report.md'})",
+              file=sys.stderr)

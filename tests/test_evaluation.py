@@ -277,6 +277,23 @@ def test_report_says_when_the_last_validation_pass_fell_below_the_best():
     assert "Validation clustering" not in bad and "| headline (test split) | value |" in bad
 
 
+def test_a_late_drop_is_said_on_stderr_too(tmp_path, capsys):
+    from common.runlog import RunFolder
+
+    run = RunFolder(tmp_path)
+    for epoch, acc in ((1, ""), (2, 0.917), (3, 0.806)):
+        run.append_metrics({"epoch": epoch, "val/cluster_acc@0.99": acc,
+                            "val/cluster_accept@0.99": 0.5})
+    report.write(run, "dsprites", CONFIG, {"epochs": 3})
+    err = capsys.readouterr().err
+    assert err.startswith("late drop: Validation clustering at q=0.99 after epoch 3, the last "
+                          "evaluated: 0.806") and str(tmp_path / "report.md") in err
+    assert "**Late drop**" in (tmp_path / "report.md").read_text()
+    run.append_metrics({"epoch": 4, "val/cluster_acc@0.99": 0.9, "val/cluster_accept@0.99": 0.5})
+    report.write(run, "dsprites", CONFIG, {"epochs": 4})
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.runs
 def test_classifier_reads_the_small_mpi3d_objects_shape(tmp_path):
     """MPI3D's object is 11-19 px across: its shape is a detail beside colour and size. (Before
