@@ -84,11 +84,10 @@ def validation_sentence(history: list[dict]) -> tuple[str, bool] | None:
     return text, best[1] - last[1] > LATE_DROP
 
 
-def _validation_lines(history: list[dict]) -> list[str]:
-    found = validation_sentence(history)
-    if found is None:
+def _validation_lines(validation: tuple[str, bool] | None) -> list[str]:
+    if validation is None:
         return []
-    text, dropped = found
+    text, dropped = validation
     if dropped:
         text = (f"**Late drop**: {text} The run keeps its last epoch, so the test numbers "
                 "below are the dropped ones; training_curves.png shows when it happened.")
@@ -96,8 +95,8 @@ def _validation_lines(history: list[dict]) -> list[str]:
 
 
 def render(run_name: str, dataset: str, cfg: dict, results: dict, pictures: list[str],
-           history: list[dict] = ()) -> str:
-    """report.md's text; history is metrics.csv's rows (for the validation sentence)."""
+           validation: tuple[str, bool] | None = None) -> str:
+    """report.md's text; validation is validation_sentence of the run's metrics.csv."""
     lines = [f"# {run_name}", ""]
     budget = results.get("labelled_images"), results.get("train_images")
     share = f" ({100 * budget[0] / budget[1]:.1f} %)" if all(budget) else ""
@@ -112,7 +111,7 @@ def render(run_name: str, dataset: str, cfg: dict, results: dict, pictures: list
     lines += ["| headline (test split) | value |", "|---|---|"]
     lines += [f"| {text} | {_fmt(results[f'test/{key}'])} |" for key, text in HEADLINE
               if f"test/{key}" in results]
-    lines += _validation_lines(history)
+    lines += _validation_lines(validation)
 
     lines += ["", "## Config", "", "| key | value |", "|---|---|"]
     for key in CONFIG_KEYS:
@@ -153,10 +152,10 @@ def render(run_name: str, dataset: str, cfg: dict, results: dict, pictures: list
 def write(run: RunFolder, dataset: str, cfg: dict, results: dict) -> None:
     """report.md, written at once; a late drop is also said on stderr, where the run's
     progress lines are."""
-    pictures, history = sorted(p.name for p in run.path.glob("*.png")), run.read_metrics()
-    text = render(run.path.name, dataset, cfg, results, pictures, history)
+    validation = validation_sentence(run.read_metrics())
+    pictures = sorted(p.name for p in run.path.glob("*.png"))
+    text = render(run.path.name, dataset, cfg, results, pictures, validation)
     atomic_write(run.path / "report.md", lambda f: f.write(text.encode()))
-    found = validation_sentence(history)
-    if found and found[1]:
-        print(f"late drop: {found[0]} The run keeps its last epoch ({run.path / 'report.md'})",
-              file=sys.stderr)
+    if validation and validation[1]:
+        print(f"late drop: {validation[0]} The run keeps its last epoch "
+              f"({run.path / 'report.md'})", file=sys.stderr)

@@ -255,25 +255,28 @@ def test_report_says_when_the_last_validation_pass_fell_below_the_best():
         return {"epoch": str(epoch), "val/cluster_acc@0.99": "" if acc is None else str(acc),
                 "val/cluster_accept@0.99": "" if accept is None else str(accept)}
 
-    results = {"test/cluster_acc@0.99": 0.8, "epochs": 4}
+    def rendered(history):  # report.md's text for a run with these metrics.csv rows
+        results = {"test/cluster_acc@0.99": 0.8, "epochs": 4}
+        return report.render("r", "dsprites", CONFIG, results, [],
+                             report.validation_sentence(history))
+
     history = [row(1, None, None), row(2, 0.70, 0.80), row(3, 0.917, 0.932), row(4, 0.806, 0.121)]
-    text = report.render("r", "dsprites", CONFIG, results, [], history)
     assert ("**Late drop**: Validation clustering at q=0.99 after epoch 4, the last evaluated: "
-            "0.806 (acceptance 0.121); the best, after epoch 3: 0.917 (acceptance 0.932).") in text
+            "0.806 (acceptance 0.121); the best, after epoch 3: 0.917 (acceptance 0.932)."
+            ) in rendered(history)
     # a fall within LATE_DROP is named but not flagged; a last pass that is the best, neither
     history[-1] = row(4, 0.917 - report.LATE_DROP + 0.01, 0.9)
-    text = report.render("r", "dsprites", CONFIG, results, [], history)
+    text = rendered(history)
     assert "the best, after epoch 3: 0.917" in text and "Late drop" not in text
     history[-1] = row(4, 0.95, 0.9)
-    text = report.render("r", "dsprites", CONFIG, results, [], history)
-    assert "after epoch 4, the last evaluated: 0.950 (acceptance 0.900), the best of the run." in text
-    assert "Validation clustering" not in report.render("r", "dsprites", CONFIG, results, [],
-                                                         history[:1])
+    assert ("after epoch 4, the last evaluated: 0.950 (acceptance 0.900), the best of the run."
+            in rendered(history))
+    assert "Validation clustering" not in rendered(history[:1])
     # a non-finite pass is left out; an unreadable metrics.csv leaves the sentence out, and
     # the report is still written
-    nan_first = [row(1, "nan", 0.1), row(3, 0.917, 0.932), row(4, 0.806, 0.121)]
-    assert "**Late drop**" in report.render("r", "dsprites", CONFIG, results, [], nan_first)
-    bad = report.render("r", "dsprites", CONFIG, results, [], [{**row(2, 0.7, 0.8), "epoch": "x"}])
+    assert "**Late drop**" in rendered([row(1, "nan", 0.1), row(3, 0.917, 0.932),
+                                        row(4, 0.806, 0.121)])
+    bad = rendered([{**row(2, 0.7, 0.8), "epoch": "x"}])
     assert "Validation clustering" not in bad and "| headline (test split) | value |" in bad
 
 
